@@ -1,0 +1,218 @@
+"""Render a fired rule's card: Jinja templates over the patient's facts -> a validated Card.
+
+Templates run in a sandboxed Jinja environment with ``StrictUndefined`` so a typo in a template is an
+error at validation time, not a blank in front of a clinician. Every FHIR resource a suggestion
+creates or updates is validated with fhir.resources (R4B) before it leaves the engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from cds._exceptions import EngineError
+from cds.cards.models import Action, Card, Coding, Link, Source, Suggestion
+from cds.facts.models import CodedItem, LabValue, PatientFacts, fmt_number
+from cds.fhir.validation import validate_resource
+
+__all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "render_card", "template_context"]
+
+RULE_SYSTEM = "https://sir-cds.org/fhir/CodeSystem/rule"  # source.topic.system: our rule ids
+TEMPLATE_NAMES = frozenset({
+    "patient", "lab", "last", "fact", "t", "conditions", "medications", "allergies", "procedures",
+    "devices", "insulin", "bmi_source", "bmi_z", "now", "drafts", "notes", "rule",
+})
+DEFAULT_OVERRIDE_REASONS = [
+    Coding(system="https://sir-cds.org/fhir/CodeSystem/override-reason", code="not-applicable",
+           display="Not applicable to this patient"),
+    Coding(system="https://sir-cds.org/fhir/CodeSystem/override-reason", code="already-addressed",
+           display="Already addressed"),
+    Coding(system="https://sir-cds.org/fhir/CodeSystem/override-reason", code="data-incorrect",
+           display="The patient data shown is incorrect"),
+]
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["num"] = lambda v: fmt_number(v) if isinstance(v, (int, float)) else str(v)
+
+
+class NotRecorded:
+    """Stands for a missing value in templates: prints "not recorded" and is falsy."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return "not recorded"
+
+    def describe(self) -> str:
+        return "not recorded"
+
+
+class _View:
+    """Attribute access over a dict for templates: ``lab.egfr``; a missing key is NotRecorded / []."""
+
+    def __init__(self, data: dict[str, Any], empty: Any) -> None:
+        self._data = data
+        self._empty = empty
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        key = name.replace("_", "-") if name.replace("_", "-") in self._data else name
+        value = self._data.get(key)
+        if value is None:
+            return self._empty(name) if callable(self._empty) else self._empty
+        return value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__getattr__(name)
+
+
+class Threshold:
+    def __init__(self, value: float, unit: str | None) -> None:
+        self.value, self.unit = value, unit
+
+    def __str__(self) -> str:
+        return fmt_number(self.value) + (f" {self.unit}" if self.unit else "")
+
+
+def template_context(facts: PatientFacts, thresholds: dict[str, Any], rule: Any) -> dict[str, Any]:
+    """The names a card template can use (documented in rulesets/README.md)."""
+    return {
+        "patient": {"id": facts.patient_id, "age": fmt_number(facts.age_years) if facts.age_years is not None else "unknown",
+                    "age_years": int(facts.age_years) if facts.age_years is not None else None, "sex": facts.sex},
+        "lab": _View(facts.labs, NotRecorded),
+        "last": _View(facts.last_labs, NotRecorded),
+        "fact": _View(facts.values, NotRecorded),
+        "t": _View({k: Threshold(v.value, v.unit) for k, v in thresholds.items()}, NotRecorded),
+        "conditions": _View(facts.conditions, []),
+        "medications": _View(facts.medications, []),
+        "allergies": _View(facts.allergies, []),
+        "procedures": _View(facts.procedures, []),
+        "devices": _View(facts.devices, []),
+        "insulin": facts.insulin,
+        "bmi_source": facts.bmi_source or "not available",
+        "bmi_z": facts.bmi_z,
+        "now": facts.now.date().isoformat(),
+        "drafts": _View(facts.draft_ids, []),
+        "notes": facts.notes,
+        "rule": {"id": rule.id, "title": rule.title, "version": rule.version},
+    }
+
+
+def render_text(template: str, context: dict[str, Any], where: str) -> str:
+    try:
+        return _ENV.from_string(template).render(context)
+    except TemplateError as exc:
+        raise EngineError(f"{where}: template error: {exc}") from exc
+
+
+def _render_data(value: Any, context: dict[str, Any], where: str) -> Any:
+    if isinstance(value, str):
+        return render_text(value, context, where) if "{" in value else value
+    if isinstance(value, list):
+        return [_render_data(v, context, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _render_data(v, context, where) for k, v in value.items()}
+    return value
+
+
+def _subject(facts: PatientFacts) -> dict[str, str] | None:
+    return {"reference": f"Patient/{facts.patient_id}"} if facts.patient_id else None
+
+
+def _create_resource(template: dict[str, Any], facts: PatientFacts, context: dict[str, Any], where: str) -> dict[str, Any]:
+    resource = _render_data(copy.deepcopy(template), context, where)
+    rtype = resource.get("resourceType")
+    if rtype in ("ServiceRequest", "MedicationRequest", "DeviceRequest") and "subject" not in resource:
+        subject = _subject(facts)
+        if subject:
+            resource["subject"] = subject
+    if "authoredOn" not in resource and rtype in ("ServiceRequest", "MedicationRequest", "DeviceRequest"):
+        resource["authoredOn"] = facts.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    validate_resource(resource)
+    return resource
+
+
+def _actions(spec: Any, facts: PatientFacts, raw_requests: dict[str, dict[str, Any]], context: dict[str, Any], where: str) -> list[Action]:
+    actions: list[Action] = []
+    for action in spec.actions:
+        description = render_text(action.description, context, where) if action.description else None
+        if action.create is not None:
+            resource = _create_resource(action.create, facts, context, where)
+            actions.append(Action(type="create", description=description or f"Create {resource['resourceType']}", resource=resource))
+        elif action.delete_drafts is not None:
+            for resource_id in facts.draft_ids.get(action.delete_drafts, []):
+                actions.append(Action(type="delete", description=description or f"Remove the drafted order {resource_id}",
+                                      resourceId=resource_id))
+        elif action.stop_active is not None:
+            for resource_id in facts.active_request_ids.get(action.stop_active, []):
+                original = raw_requests.get(resource_id)
+                if original is None:
+                    continue
+                updated = copy.deepcopy(original)
+                updated["status"] = "stopped"
+                validate_resource(updated)
+                actions.append(Action(type="update", description=description or f"Stop {resource_id}",
+                                      resource=updated, resourceId=resource_id))
+    return actions
+
+
+def render_card(
+    rule: Any,
+    card_index: int,
+    facts: PatientFacts,
+    raw_requests: dict[str, dict[str, Any]],
+    *,
+    global_thresholds: dict[str, Any],
+    card_uuid: str | None = None,
+) -> Card:
+    """Render card ``card_index`` of ``rule`` (a RuleSpec) for this patient.
+
+    ``global_thresholds`` are the shared ones of definitions.yaml; the rule's own override them.
+    """
+    spec = rule.cards[card_index]
+    where = f"rule {rule.id} card {card_index}"
+    context = template_context(facts, {**global_thresholds, **rule.thresholds}, rule)
+    summary = " ".join(render_text(spec.summary, context, where).split())
+    if len(summary) >= 140:
+        summary = summary[:136].rstrip() + "..."
+    detail = render_text(spec.detail, context, where).strip()
+    suggestions = []
+    for number, suggestion in enumerate(spec.suggestions):
+        actions = _actions(suggestion, facts, raw_requests, context, where)
+        if not actions:
+            continue  # e.g. "delete the draft" on patient-view: nothing to delete
+        suggestions.append(Suggestion(
+            label=render_text(suggestion.label, context, where),
+            uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{card_uuid or rule.id}/{number}")),
+            isRecommended=suggestion.recommended, actions=actions,
+        ))
+    links = [Link(label=link.label, url=link.url, type=link.type) for link in rule.links] or None
+    reasons = [Coding(system=r.system, code=r.code, display=r.display) for r in rule.override_reasons] or DEFAULT_OVERRIDE_REASONS
+    return Card(
+        uuid=card_uuid or str(uuid.uuid4()),
+        summary=summary,
+        detail=detail,
+        indicator=spec.indicator,
+        source=Source(label=rule.source.label, url=rule.source.url,
+                      topic=Coding(system=RULE_SYSTEM, code=rule.id, display=rule.title, version=rule.version)),
+        suggestions=suggestions or None,
+        selectionBehavior=(spec.selection or "at-most-one") if suggestions else None,
+        overrideReasons=reasons,
+        links=links,
+    )
+
+
+def describe(item: LabValue | CodedItem | NotRecorded | None) -> str:
+    return "not recorded" if item is None else item.describe()
+
+
+__all__ += ["NotRecorded", "describe", "render_text"]

@@ -1,0 +1,70 @@
+"""The ``cds`` command line: one module per command, this file only wires them together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from cds._exceptions import CDSError, InputError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Clinical decision support for severe insulin resistance and lipodystrophy.
+
+    FHIR R4 in, SIR care pathways (durable_rules), CDS Hooks 2.0 cards out.
+
+    \b
+    Examples:
+      cds evaluate fhir_samples/requests/sir-suspected-fires.json
+      cds evaluate patient-bundle.json --hook order-sign --now 2026-06-01
+      cds serve --port 8000
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    from cds.cli import evaluate
+
+    cli.add_command(evaluate.evaluate)
+    for module_name in ("serve", "rules", "explain", "bench"):
+        try:
+            module = __import__(f"cds.cli.{module_name}", fromlist=["command"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"cds.cli.{module_name}":
+                raise
+            continue
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: user errors exit 2 with one line on stderr; no tracebacks unless CDS_DEBUG=1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except CDSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for debugging only
+        if os.environ.get("CDS_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (set CDS_DEBUG=1 for a traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,193 @@
+"""The rule engine: facts in, fired rules out, with durable_rules driven safely.
+
+durable_rules 2.0.28 is fast but fragile (durable-rules-notes.md, measured on these machines). This
+module is the only place that touches it, and it is built around those measurements:
+
+* **One engine call at a time.** The C binding never releases the GIL and keeps process-global state;
+  a module-wide lock serialises every call into it, from any thread or any loaded ruleset.
+* **No background timer threads.** Each ``Host`` starts two daemon timers that call into the engine
+  every 0.2 s; they segfaulted in 4 of 8 concurrent runs. We use no timers, so our Host never starts them.
+* **One sid per evaluation, deleted in ``finally``.** At most one sid is live per ruleset (the limit
+  is 1,024), so memory stays flat over thousands of evaluations.
+* **Nothing is silently swallowed.** An exception raised inside an action lands in
+  ``state["exception"]`` in durable_rules; we raise it as :class:`EngineError`.
+* **Rulesets cannot be re-registered**, so each compiled ruleset gets its own ``Host`` and a unique
+  name (content digest + counter): a reload builds a new one while in-flight requests finish on the old.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from durable import engine as durable_engine
+
+from cds._exceptions import EngineError
+from cds.cards.models import Card, CdsResponse
+from cds.cards.render import render_card
+from cds.facts.build import build_facts
+from cds.facts.models import PatientFacts
+from cds.fhir.dates import parse_now
+from cds.fhir.ingest import PatientRecord, ingest
+from cds.fhir.validation import resource_label
+from cds.rules.compile import PATIENT_KIND, compile_rules
+from cds.rules.loader import LoadedRule, RuleSet, load_ruleset
+from cds.rules.schema import INDICATOR_RANK
+
+__all__ = ["Engine", "Evaluation", "ENGINE_LOCK"]
+
+log = logging.getLogger(__name__)
+
+ENGINE_LOCK = threading.RLock()
+_NAMES = itertools.count(1)
+
+
+class _QuietHost(durable_engine.Host):
+    """A durable_rules Host that never starts its background dispatch/timer threads."""
+
+    def _run(self) -> None:  # noqa: D401 - overriding the thread starter on purpose
+        return None
+
+
+@dataclass
+class Evaluation:
+    """The outcome of evaluating one patient: facts, which rule cards matched, the rendered response."""
+
+    facts: PatientFacts
+    matched: dict[str, list[int]]  # rule id -> every card index whose conditions held
+    chosen: dict[str, int]  # rule id -> the card index shown (highest indicator)
+    response: CdsResponse
+    ruleset_digest: str
+    rule_versions: dict[str, str] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cards(self) -> list[Card]:
+        return self.response.cards
+
+
+class CompiledRules:
+    """One RuleSet registered in its own durable_rules Host."""
+
+    def __init__(self, ruleset: RuleSet, *, include_drafts: bool = False) -> None:
+        self.ruleset = ruleset
+        self.rules: list[LoadedRule] = [
+            r for r in ruleset.rules if r.spec.status == "active" or (include_drafts and r.spec.status == "draft")
+        ]
+        self.name = f"sir_{ruleset.digest}_{next(_NAMES)}"
+        self._fired: list[tuple[str, str, int]] = []
+        definition = compile_rules(self.rules, self._action_for, self._noop)
+        with ENGINE_LOCK:
+            self.host = _QuietHost()
+            self.host.set_rulesets({self.name: definition})
+
+    def _action_for(self, rule_id: str, index: int) -> Any:
+        def action(c: Any) -> None:
+            self._fired.append((c.m["sid"], rule_id, index))
+
+        action.__name__ = f"fire_{rule_id.replace('-', '_')}_{index}"
+        return action
+
+    @staticmethod
+    def _noop(c: Any) -> None:
+        return None
+
+    def match(self, values: dict[str, Any]) -> dict[str, list[int]]:
+        """Assert one patient fact in a fresh sid and return the matched (rule id -> card indexes)."""
+        sid = uuid.uuid4().hex
+        fact = {**values, "kind": PATIENT_KIND, "id": "patient", "sid": sid}
+        with ENGINE_LOCK:
+            self._fired.clear()
+            try:
+                state = self.host.assert_fact(self.name, fact)
+                if isinstance(state, dict) and state.get("exception"):
+                    raise EngineError(f"a rule action failed: {state['exception']}")
+                fired = [(rule_id, index) for s, rule_id, index in self._fired if s == sid]
+            except EngineError:
+                raise
+            except Exception as exc:  # durable raises bare Exception subclasses
+                raise EngineError(f"durable_rules failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self._fired.clear()
+                try:
+                    self.host.delete_state(self.name, sid)
+                except Exception as exc:  # pragma: no cover - would mean a leaked sid
+                    log.error("could not delete durable_rules state %s: %s", sid, exc)
+        matched: dict[str, list[int]] = {}
+        for rule_id, index in fired:
+            matched.setdefault(rule_id, [])
+            if index not in matched[rule_id]:
+                matched[rule_id].append(index)
+        return matched
+
+
+class Engine:
+    """Evaluate CDS Hooks requests or Bundles against one compiled RuleSet."""
+
+    def __init__(self, ruleset: RuleSet, *, include_drafts: bool = False) -> None:
+        self.ruleset = ruleset
+        self.include_drafts = include_drafts
+        self.compiled = CompiledRules(ruleset, include_drafts=include_drafts)
+        self._rules = {r.spec.id: r for r in self.compiled.rules}
+        self._order = {r.spec.id: i for i, r in enumerate(self.compiled.rules)}
+
+    @classmethod
+    def load(cls, directory: Path | None = None, *, include_drafts: bool = False) -> Engine:
+        return cls(load_ruleset(directory), include_drafts=include_drafts)
+
+    @property
+    def digest(self) -> str:
+        return self.ruleset.digest
+
+    @property
+    def rules(self) -> list[LoadedRule]:
+        return self.compiled.rules
+
+    def evaluate(self, payload: Any, *, hook: str | None = None, now: datetime | str | None = None) -> Evaluation:
+        """Evaluate a parsed CDS Hooks request, Bundle or resource (see :func:`cds.fhir.ingest.ingest`)."""
+        started = time.perf_counter()
+        record = ingest(payload, hook=hook)
+        return self.evaluate_record(record, now=now, started=started)
+
+    def facts_for(self, record: PatientRecord, now: datetime) -> PatientFacts:
+        return build_facts(record, valuesets=self.ruleset.valuesets, labs=self.ruleset.labs,
+                           catalog=self.ruleset.catalog, now=now)
+
+    def evaluate_record(self, record: PatientRecord, *, now: datetime | str | None = None, started: float | None = None) -> Evaluation:
+        started = started if started is not None else time.perf_counter()
+        instant = parse_now(now) if not isinstance(now, datetime) else parse_now(now)
+        facts = self.facts_for(record, instant)
+        t_facts = time.perf_counter()
+        matched: dict[str, list[int]] = {}
+        if not facts.deceased:
+            matched = self.compiled.match(facts.values)
+        else:
+            facts.notes.append("patient is deceased: no cards")
+        t_match = time.perf_counter()
+        chosen = {
+            rule_id: max(indexes, key=lambda i: (INDICATOR_RANK[self._rules[rule_id].spec.cards[i].indicator], -i))
+            for rule_id, indexes in matched.items()
+        }
+        raw_requests = {resource_label(r): r for r in record.of_type("MedicationRequest")}
+        cards: list[tuple[int, int, Card]] = []
+        for rule_id, index in chosen.items():
+            rule = self._rules[rule_id]
+            card = render_card(rule.spec, index, facts, raw_requests,
+                               global_thresholds=dict(self.ruleset.definitions.thresholds))
+            cards.append((-INDICATOR_RANK[card.indicator], self._order[rule_id], card))
+        cards.sort(key=lambda item: (item[0], item[1]))
+        response = CdsResponse(cards=[c for _, _, c in cards])
+        done = time.perf_counter()
+        return Evaluation(
+            facts=facts, matched=matched, chosen=chosen, response=response, ruleset_digest=self.digest,
+            rule_versions={rule_id: self._rules[rule_id].spec.version for rule_id in chosen},
+            timings_ms={"facts": (t_facts - started) * 1000, "match": (t_match - t_facts) * 1000,
+                        "render": (done - t_match) * 1000, "total": (done - started) * 1000},
+        )

@@ -1,0 +1,1 @@
+"""Facts: what the rules see, built from one patient's FHIR record and normalised per pathways.md 1."""

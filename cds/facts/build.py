@@ -1,0 +1,332 @@
+"""Build :class:`PatientFacts` from a :class:`PatientRecord`: the one place facts are assembled.
+
+Order matters and is fixed here: demographics, labs, coded items, derived values (BMI, TDD, ALT x
+ULN, HIV-associated lipodystrophy), then the flat ``values`` dict the rule engine matches. The fact
+vocabulary (:func:`fact_catalog`) is derived from the same value sets and lab definitions, so the rule
+validator and the builder can never disagree about which names exist.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from cds.facts import growth_adapter
+from cds.facts.coded import collect_coded, medication_concept
+from cds.facts.insulin import compute_insulin_dose
+from cds.facts.labs import LabCatalog, select_labs
+from cds.facts.models import FactSpec, FactValue, LabValue, PatientFacts
+from cds.facts.special import find_nyha_class, find_receptor_antibody
+from cds.fhir.dates import parse_fhir_datetime
+from cds.fhir.ingest import PatientRecord
+
+__all__ = ["build_facts", "fact_catalog", "fact_key"]
+
+ALT_DEFAULT_ULN = 40.0  # U/L; pathways.md 1: ALT ULN = referenceRange.high, else 40 U/L
+HOOK_CHOICES = ("patient-view", "order-select", "order-sign")
+SEX_CHOICES = ("female", "male", "other", "unknown")
+_HIV_TEXT = re.compile(r"\bHIV\b|human immunodeficiency|antiretroviral|HAART", re.IGNORECASE)
+LIPODYSTROPHY_SETS = ("lipodystrophy", "lipodystrophy-generalised", "lipodystrophy-partial")
+U500_PEN_CODES = frozenset({"1731315", "1731317"})  # pathways.md 1: pen unless these codes or "pen" in name
+_PEN_TEXT = re.compile(r"\bpen\b|kwikpen", re.IGNORECASE)
+
+
+def fact_key(valueset_id: str, suffix: str) -> str:
+    """Flat fact name for a value set family: ``heart-failure`` + ``history`` -> ``heart_failure_history``."""
+    return f"{valueset_id.replace('-', '_')}_{suffix}"
+
+
+def fact_catalog(valuesets: dict[str, Any], labs: LabCatalog) -> dict[str, FactSpec]:
+    """Every fact name rules may use, with type, unit and meaning."""
+    specs: list[FactSpec] = [
+        FactSpec(name="hook", type="string", choices=HOOK_CHOICES, description="the CDS hook being evaluated"),
+        FactSpec(name="age", type="number", unit="a", description="age in years at the evaluation time"),
+        FactSpec(name="sex", type="string", choices=SEX_CHOICES, description="administrative sex (Patient.gender)"),
+        FactSpec(name="bmi_z", type="number", description="BMI-for-age z-score (ages 2-17, shipped reference)"),
+        FactSpec(name="insulin_tdd", type="number", unit="U/d", quantity=None,
+                 description="insulin total daily dose over active insulins"),
+        FactSpec(name="insulin_tdd_with_drafts", type="number", unit="U/d",
+                 description="insulin TDD including drafted insulin orders"),
+        FactSpec(name="insulin_u_per_kg", type="number", unit="U/kg/d",
+                 description="insulin TDD per kg of the latest weight"),
+        FactSpec(name="alt_x_uln", type="number", description="latest recent ALT as a multiple of its ULN"),
+        FactSpec(name="alt_last_x_uln", type="number", description="latest ALT ever as a multiple of its ULN"),
+        FactSpec(name="nyha_class", type="number", description="latest NYHA class (1-4) in 12 months"),
+        FactSpec(name="insulin_receptor_antibody_positive", type="bool",
+                 description="a positive anti-insulin-receptor antibody result (never insulin antibodies)"),
+        FactSpec(name="lipodystrophy_hiv", type="bool",
+                 description="an HIV-associated lipodystrophy (text says HIV, or lipodystrophy with active HIV)"),
+        FactSpec(name="insulin_u500_vial", type="bool",
+                 description="an active or drafted U-500 product that is a vial (not a pen)"),
+        FactSpec(name="insulin_other_than_u500_active", type="bool",
+                 description="an active insulin that is not a U-500 product"),
+    ]
+    for name, definition in labs.definitions.items():
+        specs.append(FactSpec(name=name, type="number", unit=definition.unit, quantity=definition.quantity,
+                              description=f"{definition.title}: latest within {definition.lookback_months or 'any'} months"))
+        specs.append(FactSpec(name=f"{name}_last", type="number", unit=definition.unit, quantity=definition.quantity,
+                              description=f"{definition.title}: latest value at any date (may be stale)"))
+        specs.append(FactSpec(name=f"{name}_last_days", type="number", unit="d",
+                              description=f"{definition.title}: age in days of the latest value"))
+    for vs_id, vs in valuesets.items():
+        if vs.kind == "condition":
+            specs += [
+                FactSpec(name=fact_key(vs_id, "active"), type="bool", description=f"active {vs.title}"),
+                FactSpec(name=fact_key(vs_id, "history"), type="bool", description=f"{vs.title}, any clinical status"),
+                FactSpec(name=fact_key(vs_id, "days"), type="number", unit="d",
+                         description=f"days since the latest {vs.title} record (any status)"),
+                FactSpec(name=fact_key(vs_id, "active_days"), type="number", unit="d",
+                         description=f"days since the latest active {vs.title} record"),
+            ]
+        elif vs.kind == "medication":
+            specs += [
+                FactSpec(name=fact_key(vs_id, "active"), type="bool", description=f"{vs.title}: active medication"),
+                FactSpec(name=fact_key(vs_id, "drafted"), type="bool", description=f"{vs.title}: drafted order"),
+                FactSpec(name=fact_key(vs_id, "any"), type="bool",
+                         description=f"{vs.title}: recorded with any status but entered-in-error"),
+                FactSpec(name=fact_key(vs_id, "days"), type="number", unit="d",
+                         description=f"{vs.title}: days since the latest record"),
+                FactSpec(name=fact_key(vs_id, "allergy"), type="bool", description=f"allergy to {vs.title}"),
+            ]
+        elif vs.kind == "procedure":
+            specs += [
+                FactSpec(name=fact_key(vs_id, "active"), type="bool",
+                         description=f"{vs.title}: an active or completed request"),
+                FactSpec(name=fact_key(vs_id, "days"), type="number", unit="d",
+                         description=f"{vs.title}: days since the latest active/completed request"),
+            ]
+        elif vs.kind == "device":
+            specs += [
+                FactSpec(name=fact_key(vs_id, "active"), type="bool",
+                         description=f"{vs.title}: an active or drafted order"),
+            ]
+    catalog = {spec.name: spec for spec in specs}
+    for spec in list(catalog.values()):
+        if spec.type == "number":
+            catalog[f"{spec.name}_known"] = FactSpec(
+                name=f"{spec.name}_known", type="bool", description=f"whether {spec.name} is known"
+            )
+    return catalog
+
+
+def _age_years(birth: datetime, now: datetime) -> float:
+    years = now.year - birth.year - ((now.month, now.day) < (birth.month, birth.day))
+    anniversary_year = birth.year + years
+    try:
+        anniversary = birth.replace(year=anniversary_year)
+    except ValueError:  # 29 February
+        anniversary = birth.replace(year=anniversary_year, day=28)
+    return years + max((now - anniversary).days, 0) / 366.0
+
+
+def _demographics(facts: PatientFacts, patient: dict[str, Any] | None, now: datetime) -> None:
+    if patient is None:
+        facts.notes.append("no Patient resource: age and sex unknown, age-dependent rules cannot fire")
+        return
+    gender = patient.get("gender")
+    facts.sex = gender if gender in SEX_CHOICES else "unknown"
+    birth = parse_fhir_datetime(patient.get("birthDate"))
+    if birth is not None and birth <= now:
+        facts.age_years = _age_years(birth, now)
+    else:
+        facts.notes.append("Patient.birthDate missing or after the evaluation time: age unknown")
+    if patient.get("deceasedBoolean") is True:
+        facts.deceased = True
+    deceased_at = parse_fhir_datetime(patient.get("deceasedDateTime"))
+    if deceased_at is not None and deceased_at <= now:
+        facts.deceased = True
+
+
+def _bmi(facts: PatientFacts) -> LabValue | None:
+    measured = facts.labs.get("bmi")
+    if measured is not None:
+        facts.bmi_source = f"measured ({measured.resource})"
+        return measured
+    weight, height = facts.labs.get("weight"), facts.labs.get("height")
+    if weight is not None and height is not None and height.value > 0:
+        value = weight.value / (height.value**2)
+        facts.bmi_source = f"computed from weight {weight.resource} and height {height.resource}"
+        computed = LabValue(
+            name="bmi",
+            value=round(value, 2),
+            unit="kg/m2",
+            original=f"weight {weight.describe()} / height {height.describe()}^2",
+            date=weight.date,
+            resource=weight.resource,
+        )
+        facts.labs["bmi"] = computed
+        return computed
+    return None
+
+
+def build_facts(
+    record: PatientRecord,
+    *,
+    valuesets: dict[str, Any],
+    labs: LabCatalog,
+    catalog: dict[str, FactSpec],
+    now: datetime,
+) -> PatientFacts:
+    """Normalise one patient's record into facts (pathways.md section 1)."""
+    facts = PatientFacts(patient_id=record.patient_id, hook=record.hook, now=now, notes=list(record.notes))
+    _demographics(facts, record.patient, now)
+    values: dict[str, FactValue] = {"hook": record.hook, "sex": facts.sex}
+    if facts.age_years is not None:
+        values["age"] = round(facts.age_years, 4)
+
+    recent, last, ignored = select_labs(record, labs, now)
+    facts.labs, facts.last_labs, facts.ignored = recent, last, ignored
+    bmi = _bmi(facts)
+    for name, value in facts.labs.items():
+        values[name] = value.value
+    for name, value in facts.last_labs.items():
+        values[f"{name}_last"] = value.value
+        values[f"{name}_last_days"] = (now - value.date).days
+    if bmi is not None:
+        values["bmi"] = bmi.value
+    if bmi is not None and facts.age_years is not None and 2 <= facts.age_years < 18:
+        z = growth_adapter.bmi_z(bmi=bmi.value, age_years=facts.age_years, sex=facts.sex)
+        if z is None:
+            facts.notes.append(
+                f"child aged {facts.age_years:.1f}: no BMI-for-age reference for sex {facts.sex!r}; "
+                "BMI-dependent rules are not evaluated"
+            )
+        else:
+            facts.bmi_z = round(z, 3)
+            values["bmi_z"] = facts.bmi_z
+
+    for name, key in (("alt", "alt_x_uln"), ("alt_last", "alt_last_x_uln")):
+        alt = facts.labs.get("alt") if name == "alt" else facts.last_labs.get("alt")
+        if alt is not None:
+            uln = alt.reference_high if alt.reference_high and alt.reference_high > 0 else ALT_DEFAULT_ULN
+            values[key] = round(alt.value / uln, 4)
+
+    coded = collect_coded(record, valuesets, now)
+    facts.conditions, facts.medications = coded.conditions, coded.medications
+    facts.allergies, facts.procedures, facts.devices = coded.allergies, coded.procedures, coded.devices
+    facts.draft_ids, facts.active_request_ids = coded.draft_ids, coded.active_request_ids
+
+    # HIV-associated lipodystrophy is not SIR-spectrum (pathways.md 1): mark and set those items apart.
+    hiv_active = any(
+        item.status in ("active", "recurrence", "relapse", "active (no clinicalStatus)")
+        for item in coded.conditions.get("hiv", [])
+    )
+    hiv_ld = [
+        item
+        for vs in LIPODYSTROPHY_SETS
+        for item in coded.conditions.get(vs, [])
+        if _HIV_TEXT.search(item.display) or (hiv_active and vs == "lipodystrophy")
+    ]
+    hiv_ld_resources = {item.resource for item in hiv_ld}
+    values["lipodystrophy_hiv"] = bool(hiv_ld)
+    if hiv_ld:
+        facts.conditions["lipodystrophy-hiv"] = hiv_ld
+    for vs in LIPODYSTROPHY_SETS:
+        if vs in coded.conditions:
+            kept = [i for i in coded.conditions[vs] if i.resource not in hiv_ld_resources]
+            coded.conditions[vs] = kept
+            facts.conditions[vs] = kept
+
+    for vs_id, vs in valuesets.items():
+        if vs.kind == "condition":
+            items = coded.conditions.get(vs_id, [])
+            active = [i for i in items if i.status in ("active", "recurrence", "relapse", "active (no clinicalStatus)")]
+            values[fact_key(vs_id, "active")] = bool(active)
+            values[fact_key(vs_id, "history")] = bool(items)
+            dated = [i.date for i in items if i.date is not None]
+            if dated:
+                values[fact_key(vs_id, "days")] = (now - max(dated)).days
+            dated_active = [i.date for i in active if i.date is not None]
+            if dated_active:
+                values[fact_key(vs_id, "active_days")] = (now - max(dated_active)).days
+        elif vs.kind == "medication":
+            items = coded.medications.get(vs_id, [])
+            values[fact_key(vs_id, "active")] = any(
+                not i.drafted and i.status in ("active", "on-hold") for i in items
+            )
+            values[fact_key(vs_id, "drafted")] = any(i.drafted for i in items)
+            values[fact_key(vs_id, "any")] = any(not i.drafted for i in items)
+            dated = [i.date for i in items if i.date is not None and not i.drafted]
+            if dated:
+                values[fact_key(vs_id, "days")] = (now - max(dated)).days
+            values[fact_key(vs_id, "allergy")] = bool(coded.allergies.get(vs_id))
+        elif vs.kind == "procedure":
+            items = coded.procedures.get(vs_id, [])
+            values[fact_key(vs_id, "active")] = bool(items)
+            dated = [i.date for i in items if i.date is not None]
+            if dated:
+                values[fact_key(vs_id, "days")] = (now - max(dated)).days
+        elif vs.kind == "device":
+            values[fact_key(vs_id, "active")] = bool(coded.devices.get(vs_id))
+
+    nyha, nyha_item = find_nyha_class(record, now)
+    if nyha is not None:
+        values["nyha_class"] = nyha
+        facts.conditions["nyha"] = [nyha_item]
+    antibody = find_receptor_antibody(record, valuesets, now)
+    values["insulin_receptor_antibody_positive"] = antibody is not None
+    if antibody is not None:
+        facts.conditions["insulin-receptor-antibody-result"] = [antibody]
+
+    _insulin_facts(facts, record, coded, values)
+
+    for name, spec in catalog.items():
+        if spec.type == "bool" and name not in values and not name.endswith("_known"):
+            values[name] = False
+    for name, spec in catalog.items():
+        if spec.type == "number":
+            values[f"{name}_known"] = name in values
+    facts.values = values
+    return facts
+
+
+def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, values: dict[str, FactValue]) -> None:
+    insulin_items = coded.medication_resources.get("insulin", [])
+    u500_resources = {id(r) for r, _kind in coded.medication_resources.get("insulin-u500", [])}
+    active: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    drafted: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    other_active = False
+    for resource, kind in insulin_items + [
+        pair for pair in coded.medication_resources.get("insulin-u500", []) if pair not in insulin_items
+    ]:
+        concept = medication_concept(record, resource)
+        if kind == "drafted":
+            drafted.append((resource, concept))
+        elif _is_active(resource):
+            active.append((resource, concept))
+            if id(resource) not in u500_resources:
+                other_active = True
+    # the same resource may sit in both sets: count it once
+    active = list({id(r): (r, c) for r, c in active}.values())
+    drafted = list({id(r): (r, c) for r, c in drafted}.values())
+    weight = facts.labs.get("weight") or facts.last_labs.get("weight")
+    dose = compute_insulin_dose(active, drafted, weight)
+    facts.insulin = dose
+    if dose.tdd is not None:
+        values["insulin_tdd"] = round(dose.tdd, 2)
+    if dose.tdd_with_drafts is not None:
+        values["insulin_tdd_with_drafts"] = round(dose.tdd_with_drafts, 2)
+    if dose.per_kg is not None:
+        values["insulin_u_per_kg"] = round(dose.per_kg, 3)
+    values["insulin_other_than_u500_active"] = other_active
+    vial = False
+    for resource, kind in coded.medication_resources.get("insulin-u500", []):
+        if kind != "drafted" and not _is_active(resource):
+            continue
+        concept = medication_concept(record, resource) or {}
+        codes = {c.get("code") for c in concept.get("coding") or [] if isinstance(c, dict)}
+        names = " ".join(
+            [str(concept.get("text") or "")]
+            + [str(c.get("display") or "") for c in concept.get("coding") or [] if isinstance(c, dict)]
+        )
+        if not (codes & U500_PEN_CODES) and not _PEN_TEXT.search(names):
+            vial = True
+    values["insulin_u500_vial"] = vial
+
+
+def _is_active(resource: dict[str, Any]) -> bool:
+    status = resource.get("status")
+    if resource.get("resourceType") == "MedicationRequest":
+        return status in ("active", "on-hold")
+    return status == "active"

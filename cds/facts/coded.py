@@ -1,0 +1,261 @@
+"""Coded facts: conditions, medications, allergies, referrals and device orders, by value set.
+
+Every value set of kind condition / medication / procedure / device yields the same family of facts,
+so a new value set in ``rulesets/valuesets/`` becomes usable by rules without Python changes. Status
+semantics follow pathways.md section 1:
+
+* Condition: verificationStatus refuted / entered-in-error never counts. "active" = clinicalStatus
+  active, recurrence or relapse, or absent. "history" = any clinical status (resolved, inactive...).
+* MedicationRequest active or on-hold, MedicationStatement active = "active"; draft requests in
+  ``context.draftOrders`` = "drafted"; "any" = every status but entered-in-error.
+* AllergyIntolerance: not refuted / entered-in-error, clinicalStatus active or absent.
+* ServiceRequest: active or completed. DeviceRequest / SupplyRequest: active or drafted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from cds.facts.models import CodedItem
+from cds.fhir.dates import parse_fhir_datetime
+from cds.fhir.ingest import PatientRecord
+from cds.fhir.validation import resource_label
+
+__all__ = ["CodedFacts", "collect_coded", "concept_display", "medication_concept"]
+
+ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+ACTIVE_REQUEST = frozenset({"active", "on-hold"})
+
+
+def _code_of(element: Any) -> str | None:
+    if isinstance(element, dict):
+        for coding in element.get("coding") or []:
+            if isinstance(coding, dict) and coding.get("code"):
+                return str(coding["code"])
+    return None
+
+
+def concept_display(concept: dict[str, Any] | None) -> str:
+    if not isinstance(concept, dict):
+        return "(no code)"
+    if concept.get("text"):
+        return str(concept["text"])
+    for coding in concept.get("coding") or []:
+        if isinstance(coding, dict) and (coding.get("display") or coding.get("code")):
+            return str(coding.get("display") or coding.get("code"))
+    return "(no code)"
+
+
+def medication_concept(record: PatientRecord, resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The drug's CodeableConcept: inline, or from the contained/bundled Medication it references."""
+    concept = resource.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        return concept
+    medication = record.resolve_medication(resource)
+    if medication is not None:
+        code = medication.get("code")
+        return code if isinstance(code, dict) else None
+    return None
+
+
+class CodedFacts:
+    """Matched items per kind and value set, plus the flat facts derived from them."""
+
+    def __init__(self) -> None:
+        self.conditions: dict[str, list[CodedItem]] = {}
+        self.medications: dict[str, list[CodedItem]] = {}
+        self.allergies: dict[str, list[CodedItem]] = {}
+        self.procedures: dict[str, list[CodedItem]] = {}
+        self.devices: dict[str, list[CodedItem]] = {}
+        self.draft_ids: dict[str, list[str]] = {}
+        self.active_request_ids: dict[str, list[str]] = {}
+        # raw resources of active insulin etc., for dose computation: value set -> [(resource, kind)]
+        self.medication_resources: dict[str, list[tuple[dict[str, Any], str]]] = {}
+
+
+def _matching(valuesets: dict[str, Any], kind: str, concept: dict[str, Any] | None) -> list[str]:
+    if not isinstance(concept, dict):
+        return []
+    return [vs_id for vs_id, vs in valuesets.items() if vs.kind == kind and vs.matches_concept(concept)]
+
+
+def _condition_date(resource: dict[str, Any]) -> datetime | None:
+    period = resource.get("onsetPeriod") if isinstance(resource.get("onsetPeriod"), dict) else {}
+    for raw in (resource.get("recordedDate"), resource.get("onsetDateTime"), period.get("start")):
+        parsed = parse_fhir_datetime(raw)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _status(element: Any) -> str | None:
+    return _code_of(element)
+
+
+def collect_coded(record: PatientRecord, valuesets: dict[str, Any], now: datetime) -> CodedFacts:
+    """Match every relevant resource against the value sets of its kind (validating what matches)."""
+    facts = CodedFacts()
+
+    for resource in record.of_type("Condition"):
+        concept = resource.get("code")
+        hits = _matching(valuesets, "condition", concept)
+        if not hits:
+            continue
+        record.validate(resource)
+        if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
+            continue
+        when = _condition_date(resource)
+        if when is not None and when > now:
+            continue  # recorded after the evaluation time: it did not exist yet
+        clinical = _status(resource.get("clinicalStatus")) or "active (no clinicalStatus)"
+        for vs_id in hits:
+            facts.conditions.setdefault(vs_id, []).append(
+                CodedItem(
+                    valueset=vs_id,
+                    resource=resource_label(resource),
+                    display=concept_display(concept),
+                    status=clinical,
+                    date=when,
+                )
+            )
+
+    def add_medication(resource: dict[str, Any], kind: str) -> None:
+        concept = medication_concept(record, resource)
+        hits = _matching(valuesets, "medication", concept)
+        device_hits = _matching(valuesets, "device", concept) if kind == "drafted" or resource.get(
+            "resourceType"
+        ) == "MedicationRequest" else []
+        if not hits and not device_hits:
+            return
+        record.validate(resource)
+        when = parse_fhir_datetime(
+            resource.get("authoredOn")
+            or resource.get("dateAsserted")
+            or resource.get("effectiveDateTime")
+            or (resource.get("effectivePeriod") or {}).get("start")
+        )
+        if kind != "drafted" and when is not None and when > now:
+            return
+        status = resource.get("status") or "unknown"
+        if status == "entered-in-error":
+            return
+        label = resource_label(resource)
+        for vs_id in hits:
+            item = CodedItem(
+                valueset=vs_id,
+                resource=label,
+                display=concept_display(concept),
+                status="drafted" if kind == "drafted" else status,
+                date=when,
+                drafted=kind == "drafted",
+            )
+            facts.medications.setdefault(vs_id, []).append(item)
+            facts.medication_resources.setdefault(vs_id, []).append((resource, kind))
+            if kind == "drafted":
+                facts.draft_ids.setdefault(vs_id, []).append(label)
+            elif resource.get("resourceType") == "MedicationRequest" and status in ACTIVE_REQUEST:
+                facts.active_request_ids.setdefault(vs_id, []).append(label)
+        for vs_id in device_hits:
+            _add_device(facts, vs_id, resource, concept, kind, when)
+
+    for resource in record.of_type("MedicationRequest"):
+        add_medication(resource, "record")
+    for resource in record.of_type("MedicationStatement"):
+        add_medication(resource, "record")
+    for resource in record.draft_orders:
+        if resource.get("resourceType") == "MedicationRequest":
+            if resource.get("status") == "draft":
+                add_medication(resource, "drafted")
+            else:
+                record.notes.append(
+                    f"{resource_label(resource)} in draftOrders has status "
+                    f"{resource.get('status')!r}, not draft: ignored as an order"
+                )
+
+    for resource in record.of_type("AllergyIntolerance"):
+        concept = resource.get("code")
+        hits = _matching(valuesets, "medication", concept)
+        if not hits:
+            continue
+        record.validate(resource)
+        if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
+            continue
+        clinical = _status(resource.get("clinicalStatus"))
+        if clinical not in (None, "active"):
+            continue
+        for vs_id in hits:
+            facts.allergies.setdefault(vs_id, []).append(
+                CodedItem(
+                    valueset=vs_id,
+                    resource=resource_label(resource),
+                    display=concept_display(concept),
+                    status=clinical or "active (no clinicalStatus)",
+                    date=parse_fhir_datetime(resource.get("recordedDate")),
+                )
+            )
+
+    for resource in record.of_type("ServiceRequest"):
+        concept = resource.get("code")
+        hits = _matching(valuesets, "procedure", concept)
+        if not hits:
+            continue
+        record.validate(resource)
+        status = resource.get("status")
+        if status not in ("active", "completed"):
+            continue
+        when = parse_fhir_datetime(resource.get("authoredOn"))
+        if when is not None and when > now:
+            continue
+        for vs_id in hits:
+            facts.procedures.setdefault(vs_id, []).append(
+                CodedItem(
+                    valueset=vs_id,
+                    resource=resource_label(resource),
+                    display=concept_display(concept),
+                    status=status,
+                    date=when,
+                )
+            )
+
+    device_sources = [(r, "record") for r in record.of_type("DeviceRequest")]
+    device_sources += [(r, "record") for r in record.of_type("SupplyRequest")]
+    device_sources += [
+        (r, "drafted")
+        for r in record.draft_orders
+        if r.get("resourceType") in ("DeviceRequest", "SupplyRequest")
+    ]
+    for resource, kind in device_sources:
+        concept = resource.get("codeCodeableConcept") or resource.get("itemCodeableConcept")
+        hits = _matching(valuesets, "device", concept)
+        if not hits:
+            continue
+        record.validate(resource)
+        for vs_id in hits:
+            _add_device(facts, vs_id, resource, concept, kind, parse_fhir_datetime(resource.get("authoredOn")))
+    return facts
+
+
+def _add_device(
+    facts: CodedFacts,
+    vs_id: str,
+    resource: dict[str, Any],
+    concept: dict[str, Any] | None,
+    kind: str,
+    when: datetime | None,
+) -> None:
+    status = resource.get("status") or "unknown"
+    drafted = kind == "drafted" or status == "draft"
+    if not drafted and status != "active":
+        return
+    facts.devices.setdefault(vs_id, []).append(
+        CodedItem(
+            valueset=vs_id,
+            resource=resource_label(resource),
+            display=concept_display(concept),
+            status="drafted" if drafted else status,
+            date=when,
+            drafted=drafted,
+        )
+    )

@@ -1,0 +1,142 @@
+"""Typed facts the rules see, with enough provenance to explain every card.
+
+Two views of the same facts exist on purpose:
+
+* :class:`PatientFacts` is rich: values with units, dates and the id of the resource they came from,
+  plus every value that was ignored and why. Card templates and ``cds explain`` read it.
+* ``PatientFacts.values`` is flat (name -> bool/number/string) because durable_rules matches flat JSON
+  facts; the rule compiler addresses these names. Every numeric fact ``x`` has a companion boolean
+  ``x_known`` so that "missing" is explicit and never confused with 0.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CodedItem",
+    "FactSpec",
+    "IgnoredValue",
+    "InsulinDose",
+    "LabValue",
+    "PatientFacts",
+]
+
+FactValue = bool | int | float | str
+
+
+class FactSpec(BaseModel):
+    """One name in the fact vocabulary: what rules may reference, its type and canonical unit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: Literal["bool", "number", "string"]
+    unit: str | None = None
+    quantity: str | None = None  # units.py quantity key, for threshold conversion
+    description: str
+    choices: tuple[str, ...] | None = None  # allowed values of a string fact
+
+
+class LabValue(BaseModel):
+    """A measured value converted to its canonical unit, with where it came from."""
+
+    name: str
+    value: float
+    unit: str
+    original: str
+    date: datetime
+    resource: str
+    code: str | None = None
+    reference_high: float | None = None
+
+    def describe(self) -> str:
+        """``228 pmol/L on 2026-01-03`` (plus the original value when it was converted)."""
+        shown = f"{_fmt(self.value)} {self.unit}"
+        canonical_text = f"{_fmt(self.value)} {self.unit}"
+        if self.original and self.original.replace(" ", "") != canonical_text.replace(" ", ""):
+            shown += f" ({self.original})"
+        return f"{shown} on {self.date.date().isoformat()}"
+
+    def __str__(self) -> str:  # templates print values with {{ lab.x }}
+        return self.describe()
+
+
+class IgnoredValue(BaseModel):
+    """A value the engine saw but did not use, and why (shown by ``cds explain``)."""
+
+    fact: str
+    resource: str
+    reason: str
+
+
+class CodedItem(BaseModel):
+    """A condition, medication, allergy, referral or device order that matched a value set."""
+
+    valueset: str
+    resource: str
+    display: str
+    status: str
+    date: datetime | None = None
+    drafted: bool = False
+
+    def describe(self) -> str:
+        when = f", {self.date.date().isoformat()}" if self.date else ""
+        return f"{self.display} ({self.status}{when})"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+class InsulinDose(BaseModel):
+    """Insulin total daily dose from dosage instructions (pathways.md 1, TDD)."""
+
+    tdd: float | None = None  # U/day over active insulins; None = unknown (never 0 by default)
+    tdd_with_drafts: float | None = None
+    per_kg: float | None = None
+    weight: LabValue | None = None
+    items: list[str] = Field(default_factory=list)  # "Humulin R 100 U x 3/day = 300 U/day (MedicationRequest/1)"
+    unknown_reasons: list[str] = Field(default_factory=list)
+
+
+class PatientFacts(BaseModel):
+    """Everything the rules and card templates know about one patient at one instant."""
+
+    patient_id: str | None
+    hook: str
+    now: datetime
+    deceased: bool = False
+    age_years: float | None = None
+    sex: str = "unknown"
+    labs: dict[str, LabValue] = Field(default_factory=dict)
+    last_labs: dict[str, LabValue] = Field(default_factory=dict)
+    conditions: dict[str, list[CodedItem]] = Field(default_factory=dict)
+    medications: dict[str, list[CodedItem]] = Field(default_factory=dict)
+    allergies: dict[str, list[CodedItem]] = Field(default_factory=dict)
+    procedures: dict[str, list[CodedItem]] = Field(default_factory=dict)
+    devices: dict[str, list[CodedItem]] = Field(default_factory=dict)
+    draft_ids: dict[str, list[str]] = Field(default_factory=dict)  # value set -> ["MedicationRequest/x"]
+    active_request_ids: dict[str, list[str]] = Field(default_factory=dict)
+    insulin: InsulinDose = Field(default_factory=InsulinDose)
+    bmi_source: str | None = None
+    bmi_z: float | None = None
+    ignored: list[IgnoredValue] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    values: dict[str, FactValue] = Field(default_factory=dict)
+
+
+def _fmt(value: float) -> str:
+    """Numbers as clinicians write them: no trailing zeros, at most 2 decimals."""
+    if abs(value - round(value)) < 1e-9:
+        return str(int(round(value)))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def fmt_number(value: float | None) -> str:
+    return "unknown" if value is None else _fmt(value)
+
+
+__all__ += ["fmt_number"]

@@ -1,0 +1,1 @@
+"""Rules as data: YAML rule files -> validated specs -> durable_rules rulesets."""

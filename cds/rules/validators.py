@@ -1,0 +1,136 @@
+"""Checks on a loaded RuleSet beyond the schema: templates, suggestions, card text length.
+
+Each check returns :class:`Issue` objects with file and line, so ``cds rules validate`` can list every
+problem at once. The service refuses to load a RuleSet with any error-level issue.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from jinja2 import TemplateSyntaxError, meta
+
+from cds._exceptions import CDSError
+from cds.cards.render import _ENV, TEMPLATE_NAMES, template_context
+from cds.facts.models import PatientFacts
+from cds.rules.loader import Issue, LoadedRule, RuleSet
+
+__all__ = ["SUMMARY_LIMIT", "run_validators"]
+
+SUMMARY_LIMIT = 140  # CDS Hooks 2.0: summary SHALL be < 140 characters
+_VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+_BLOCK = re.compile(r"\{%.*?%\}", re.DOTALL)
+# Longest plausible rendering of one {{ ... }} in a summary: a number through |num ("1234.56"), or
+# anything else, e.g. a lab value "1234.56 mL/min/{1.73_m2} (98 mL/min) on 2026-01-03".
+NUMBER_BUDGET = 8
+VALUE_BUDGET = 40
+
+
+def _template_issues(rule: LoadedRule, template: str, location: tuple[str | int, ...]) -> list[Issue]:
+    where = (str(rule.path), rule.source.line_of(location), rule.spec.id)
+    try:
+        ast = _ENV.parse(template)
+    except TemplateSyntaxError as exc:
+        return [Issue(where[0], where[1] + max(exc.lineno - 1, 0), where[2], f"template syntax: {exc.message}")]
+    unknown = meta.find_undeclared_variables(ast) - TEMPLATE_NAMES
+    return [Issue(*where, f"unknown template variable {name!r} (known: {', '.join(sorted(TEMPLATE_NAMES))})")
+            for name in sorted(unknown)]
+
+
+def check_templates(ruleset: RuleSet) -> list[Issue]:
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, card in enumerate(rule.spec.cards):
+            issues += _template_issues(rule, card.summary, ("cards", i, "summary"))
+            issues += _template_issues(rule, card.detail, ("cards", i, "detail"))
+            for j, suggestion in enumerate(card.suggestions):
+                issues += _template_issues(rule, suggestion.label, ("cards", i, "suggestions", j, "label"))
+    return issues
+
+
+def check_summary_length(ruleset: RuleSet) -> list[Issue]:
+    """Static text plus a budget per expression must stay under 140 characters."""
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, card in enumerate(rule.spec.cards):
+            text = " ".join(card.summary.split())
+            static = _BLOCK.sub("", _VALUE.sub("", text))
+            values = _VALUE.findall(text)
+            budget = sum(NUMBER_BUDGET if "|num" in v.replace(" ", "") else VALUE_BUDGET for v in values)
+            worst = len(static) + budget
+            if worst >= SUMMARY_LIMIT:
+                issues.append(Issue(str(rule.path), rule.source.line_of(("cards", i, "summary")), rule.spec.id,
+                                    f"summary can reach {worst} characters ({len(static)} of text + {len(values)} "
+                                    f"values worth {budget}); CDS Hooks requires < {SUMMARY_LIMIT} (branches of "
+                                    "{% if %} are counted together: shorten the text)"))
+    return issues
+
+
+def check_suggestion_targets(ruleset: RuleSet) -> list[Issue]:
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, card in enumerate(rule.spec.cards):
+            for j, suggestion in enumerate(card.suggestions):
+                for k, action in enumerate(suggestion.actions):
+                    target = action.delete_drafts or action.stop_active
+                    loc = ("cards", i, "suggestions", j, "actions", k)
+                    if target is not None:
+                        vs = ruleset.valuesets.get(target)
+                        if vs is None or vs.kind != "medication":
+                            issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
+                                                f"{target!r} is not a medication value set"))
+    return issues
+
+
+def check_resources_render(ruleset: RuleSet) -> list[Issue]:
+    """Render every 'create' template on an empty patient and validate it as FHIR R4."""
+    from cds.cards.render import _create_resource
+
+    facts = PatientFacts(patient_id="example", hook="patient-view", now=datetime(2026, 1, 1, tzinfo=UTC))
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        context = template_context(facts, {**ruleset.definitions.thresholds, **rule.spec.thresholds}, rule.spec)
+        for i, card in enumerate(rule.spec.cards):
+            for j, suggestion in enumerate(card.suggestions):
+                for k, action in enumerate(suggestion.actions):
+                    if action.create is None:
+                        continue
+                    loc = ("cards", i, "suggestions", j, "actions", k, "create")
+                    try:
+                        _create_resource(action.create, facts, context, f"rule {rule.spec.id}")
+                    except CDSError as exc:
+                        issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
+                                            f"suggested resource is not valid FHIR R4: {exc}"))
+    return issues
+
+
+def check_definitions_used(ruleset: RuleSet) -> list[Issue]:
+    used = set().union(*(r.used_definitions for r in ruleset.rules)) if ruleset.rules else set()
+    path = ruleset.directory / "definitions.yaml"
+    return [Issue(str(path), 1, None, f"definition {name!r} is used by no rule", severity="warning")
+            for name in ruleset.definitions.definitions if name not in used and not _used_by_definition(ruleset, name)]
+
+
+def _used_by_definition(ruleset: RuleSet, name: str) -> bool:
+    pattern = re.compile(rf"\b{re.escape(name)}\b")
+    return any(pattern.search(repr(d.when)) for other, d in ruleset.definitions.definitions.items() if other != name)
+
+
+VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
+    check_templates,
+    check_summary_length,
+    check_suggestion_targets,
+    check_resources_render,
+    check_definitions_used,
+]
+
+
+def run_validators(ruleset: RuleSet) -> list[Issue]:
+    issues: list[Issue] = []
+    for validator in VALIDATORS:
+        issues += validator(ruleset)
+    return issues
+
+
