@@ -33,6 +33,7 @@ from cds._exceptions import EngineError
 from cds.cards.models import Card, CdsResponse
 from cds.cards.render import render_card
 from cds.facts.build import build_facts
+from cds.facts.matching import ConceptMatcher
 from cds.facts.models import PatientFacts
 from cds.fhir.dates import parse_now
 from cds.fhir.ingest import PatientRecord, ingest
@@ -136,6 +137,7 @@ class Engine:
         self.include_drafts = include_drafts
         self.compiled = CompiledRules(ruleset, include_drafts=include_drafts)
         self._rules = {r.spec.id: r for r in self.compiled.rules}
+        self._matcher = ConceptMatcher(ruleset.valuesets)
         self._order = {r.spec.id: i for i, r in enumerate(self.compiled.rules)}
 
     @classmethod
@@ -158,7 +160,7 @@ class Engine:
 
     def facts_for(self, record: PatientRecord, now: datetime) -> PatientFacts:
         return build_facts(record, valuesets=self.ruleset.valuesets, labs=self.ruleset.labs,
-                           catalog=self.ruleset.catalog, now=now)
+                           catalog=self.ruleset.catalog, now=now, matcher=self._matcher)
 
     def evaluate_record(self, record: PatientRecord, *, now: datetime | str | None = None, started: float | None = None) -> Evaluation:
         started = started if started is not None else time.perf_counter()

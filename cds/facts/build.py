@@ -16,6 +16,7 @@ from cds.facts import growth_adapter
 from cds.facts.coded import collect_coded, medication_concept
 from cds.facts.insulin import compute_insulin_dose
 from cds.facts.labs import LabCatalog, select_labs
+from cds.facts.matching import ConceptMatcher
 from cds.facts.models import FactSpec, FactValue, LabValue, PatientFacts
 from cds.facts.special import find_nyha_class, find_receptor_antibody
 from cds.fhir.dates import parse_fhir_datetime
@@ -167,6 +168,7 @@ def build_facts(
     labs: LabCatalog,
     catalog: dict[str, FactSpec],
     now: datetime,
+    matcher: ConceptMatcher | None = None,
 ) -> PatientFacts:
     """Normalise one patient's record into facts (pathways.md section 1)."""
     facts = PatientFacts(patient_id=record.patient_id, hook=record.hook, now=now, notes=list(record.notes))
@@ -202,7 +204,8 @@ def build_facts(
             uln = alt.reference_high if alt.reference_high and alt.reference_high > 0 else ALT_DEFAULT_ULN
             values[key] = round(alt.value / uln, 4)
 
-    coded = collect_coded(record, valuesets, now)
+    matcher = matcher or ConceptMatcher(valuesets)
+    coded = collect_coded(record, matcher, now)
     facts.conditions, facts.medications = coded.conditions, coded.medications
     facts.allergies, facts.procedures, facts.devices = coded.allergies, coded.procedures, coded.devices
     facts.draft_ids, facts.active_request_ids = coded.draft_ids, coded.active_request_ids
@@ -264,7 +267,7 @@ def build_facts(
     if nyha is not None:
         values["nyha_class"] = nyha
         facts.conditions["nyha"] = [nyha_item]
-    antibody = find_receptor_antibody(record, valuesets, now)
+    antibody = find_receptor_antibody(record, matcher, now)
     values["insulin_receptor_antibody_positive"] = antibody is not None
     if antibody is not None:
         facts.conditions["insulin-receptor-antibody-result"] = [antibody]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from cds.facts.matching import ConceptMatcher
 from cds.facts.models import CodedItem
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord
@@ -75,10 +76,6 @@ class CodedFacts:
         self.medication_resources: dict[str, list[tuple[dict[str, Any], str]]] = {}
 
 
-def _matching(valuesets: dict[str, Any], kind: str, concept: dict[str, Any] | None) -> list[str]:
-    if not isinstance(concept, dict):
-        return []
-    return [vs_id for vs_id, vs in valuesets.items() if vs.kind == kind and vs.matches_concept(concept)]
 
 
 def _condition_date(resource: dict[str, Any]) -> datetime | None:
@@ -94,13 +91,13 @@ def _status(element: Any) -> str | None:
     return _code_of(element)
 
 
-def collect_coded(record: PatientRecord, valuesets: dict[str, Any], now: datetime) -> CodedFacts:
+def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime) -> CodedFacts:
     """Match every relevant resource against the value sets of its kind (validating what matches)."""
     facts = CodedFacts()
 
     for resource in record.of_type("Condition"):
         concept = resource.get("code")
-        hits = _matching(valuesets, "condition", concept)
+        hits = matcher.match("condition", concept)
         if not hits:
             continue
         record.validate(resource)
@@ -123,8 +120,8 @@ def collect_coded(record: PatientRecord, valuesets: dict[str, Any], now: datetim
 
     def add_medication(resource: dict[str, Any], kind: str) -> None:
         concept = medication_concept(record, resource)
-        hits = _matching(valuesets, "medication", concept)
-        device_hits = _matching(valuesets, "device", concept) if kind == "drafted" or resource.get(
+        hits = matcher.match("medication", concept)
+        device_hits = matcher.match("device", concept) if kind == "drafted" or resource.get(
             "resourceType"
         ) == "MedicationRequest" else []
         if not hits and not device_hits:
@@ -176,7 +173,7 @@ def collect_coded(record: PatientRecord, valuesets: dict[str, Any], now: datetim
 
     for resource in record.of_type("AllergyIntolerance"):
         concept = resource.get("code")
-        hits = _matching(valuesets, "medication", concept)
+        hits = matcher.match("medication", concept)
         if not hits:
             continue
         record.validate(resource)
@@ -198,7 +195,7 @@ def collect_coded(record: PatientRecord, valuesets: dict[str, Any], now: datetim
 
     for resource in record.of_type("ServiceRequest"):
         concept = resource.get("code")
-        hits = _matching(valuesets, "procedure", concept)
+        hits = matcher.match("procedure", concept)
         if not hits:
             continue
         record.validate(resource)
@@ -228,7 +225,7 @@ def collect_coded(record: PatientRecord, valuesets: dict[str, Any], now: datetim
     ]
     for resource, kind in device_sources:
         concept = resource.get("codeCodeableConcept") or resource.get("itemCodeableConcept")
-        hits = _matching(valuesets, "device", concept)
+        hits = matcher.match("device", concept)
         if not hits:
             continue
         record.validate(resource)

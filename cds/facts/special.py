@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from cds.facts.labs import USABLE_STATUSES, months_before, observation_date, observation_text
+from cds.facts.matching import ConceptMatcher
 from cds.facts.models import CodedItem
 from cds.fhir.ingest import PatientRecord
 from cds.fhir.validation import resource_label
@@ -90,26 +91,14 @@ def _is_positive(observation: dict[str, Any]) -> bool:
     return False
 
 
-def find_receptor_antibody(
-    record: PatientRecord, valuesets: dict[str, Any], now: datetime
-) -> CodedItem | None:
+def find_receptor_antibody(record: PatientRecord, matcher: ConceptMatcher, now: datetime) -> CodedItem | None:
     """A positive anti-insulin-*receptor* antibody result; insulin antibodies never count."""
-    receptor = valuesets.get("insulin-receptor-antibodies")
-    insulin_ab = valuesets.get("insulin-antibodies")
-    if receptor is None:
-        return None
     for observation in record.of_type("Observation"):
-        concept = observation.get("code")
-        if not isinstance(concept, dict):
+        sets = matcher.match("observation", observation.get("code"))
+        if "insulin-receptor-antibodies" not in sets:
             continue
-        if insulin_ab is not None and any(
-            insulin_ab.matches_coding(c.get("system"), c.get("code"))
-            for c in concept.get("coding") or []
-            if isinstance(c, dict)
-        ):
+        if "insulin-antibodies" in sets:
             continue  # LOINC 60463-7 / 56546-5 are insulin antibodies, never receptor antibodies
-        if not receptor.matches_text(observation_text(observation)) and not receptor.matches_concept(concept):
-            continue
         when = observation_date(observation)
         if when is not None and when > now:
             continue
