@@ -245,8 +245,11 @@ def build_facts(
                 values[fact_key(vs_id, "active_days")] = (now - max(dated_active)).days
         elif vs.kind == "medication":
             items = coded.medications.get(vs_id, [])
+            # pathways.md 1: MedicationRequest active or on-hold; MedicationStatement active only
             values[fact_key(vs_id, "active")] = any(
-                not i.drafted and i.status in ("active", "on-hold") for i in items
+                not i.drafted
+                and (i.status == "active" or (i.status == "on-hold" and i.resource.startswith("MedicationRequest/")))
+                for i in items
             )
             values[fact_key(vs_id, "drafted")] = any(i.drafted for i in items)
             values[fact_key(vs_id, "any")] = any(not i.drafted for i in items)
