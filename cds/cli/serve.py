@@ -1,0 +1,91 @@
+"""``cds serve``: run the CDS Hooks 2.0 service (uvicorn) on the embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["command", "serve"]
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="CDS_HOST", show_envvar=True,
+              help="Interface to listen on. Anything but loopback requires CDS_TRUSTED_ISSUERS (JWT auth).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), envvar="CDS_PORT",
+              show_envvar=True, help="TCP port.")
+@click.option("--rulesets", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="CDS_RULESETS", show_envvar=True,
+              help="Rulesets folder (default: the built-in rulesets/). Example: --rulesets ./rulesets")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              envvar="CDS_DATA_DIR", show_envvar=True,
+              help="Where the SQLite database lives when CDS_DATABASE_URL is not set (default: ./.data).")
+@click.option("--ssl-certfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Serve HTTPS with this certificate (CDS Hooks requires TLS in production).")
+@click.option("--ssl-keyfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Private key of --ssl-certfile.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True, help="uvicorn and service log level.")
+def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ssl_certfile: Path | None,
+          ssl_keyfile: Path | None, log_level: str) -> None:
+    """Serve CDS Hooks 2.0: GET /cds-services, POST /cds-services/{id}, POST /cds-services/{id}/feedback.
+
+    \b
+    Examples:
+      cds serve                                   # http://127.0.0.1:8000/cds-services, open mode
+      cds serve --port 9000 --rulesets ./rulesets
+      CDS_TRUSTED_ISSUERS='{"https://ehr.example.org": {"jwks_url": "https://ehr.example.org/jwks"}}' \\
+        cds serve --host 0.0.0.0 --ssl-certfile cert.pem --ssl-keyfile key.pem
+    Settings come from CDS_* environment variables (CDS_DATABASE_URL, CDS_TRUSTED_ISSUERS,
+    CDS_CORS_ORIGINS, ...; see cds/service/config.py). Exit status 1 when the rulesets do not
+    validate, the database cannot be opened, or the bind is unsafe.
+    """
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from cds._exceptions import RulesetError
+    from cds.service.config import Settings
+    from cds.service.fhir import is_loopback_host
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid CDS_* settings:\n{exc}") from None
+    updates = {k: v for k, v in {"rulesets": rulesets, "data_dir": data_dir}.items() if v is not None}
+    if updates:
+        settings = settings.model_copy(update=updates)
+    if settings.open_mode and not is_loopback_host(host):
+        raise click.ClickException(
+            f"refusing to listen on {host} without authentication: set CDS_TRUSTED_ISSUERS (trusted JWT "
+            "issuers) or bind to 127.0.0.1 (open mode is for local development only)"
+        )
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.ClickException("--ssl-certfile and --ssl-keyfile go together")
+
+    from cds.engine import Engine
+    from cds.service.app import create_app
+
+    try:
+        engine = Engine.load(settings.rulesets, include_drafts=settings.include_drafts)
+    except RulesetError as exc:
+        raise click.ClickException(f"the rulesets do not validate; the service was not started:\n{exc}") from None
+    try:
+        app = create_app(settings, engine=engine)
+    except Exception as exc:  # database unreachable, migration failure: say which, stop
+        raise click.ClickException(
+            f"cannot open the database {settings.resolved_database_url().split('@')[-1]}: "
+            f"{type(exc).__name__}: {exc}") from None
+    logging.getLogger("cds").setLevel(log_level.upper())
+    scheme = "https" if ssl_certfile else "http"
+    mode = "open mode (no JWT)" if settings.open_mode else f"{len(settings.trusted_issuers)} trusted issuer(s)"
+    click.echo(f"cds serve: {scheme}://{host}:{port}/cds-services, rulesets {engine.digest}, {mode}", err=True)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, server_header=False, workers=None,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+    )
+
+
+command = serve

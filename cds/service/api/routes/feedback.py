@@ -1,0 +1,47 @@
+"""``POST /cds-services/{id}/feedback``: what the clinician did with our cards (CDS Hooks 2.0 "Feedback")."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from cds.service import crud
+from cds.service.api.body import parse_json_body, read_body
+from cds.service.api.deps import CallerDep, StateDep
+from cds.service.errors import BadRequest, NotFound
+from cds.service.schemas import FeedbackRequest, error_field
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/cds-services", tags=["feedback"])
+
+
+@router.post("/{service_id}/feedback", name="feedback")
+async def feedback(service_id: str, request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
+    """Validate and store each item, linked to the card uuid and the rule that produced the card.
+
+    Clients may resend feedback (the spec says to expect duplicates): a duplicate is acknowledged
+    with 200 and stored once.
+    """
+    if service_id not in state.holder.current().catalog:
+        raise NotFound(f"no CDS service {service_id!r}; GET /cds-services lists them")
+    payload = parse_json_body(await read_body(request, max_bytes=state.settings.max_body_bytes))
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        parsed = FeedbackRequest.model_validate(payload)
+    except ValidationError as exc:
+        field, message = error_field(exc)
+        raise BadRequest(f"{field or 'feedback'}: {message}", field=field or None) from None
+    outcome = await anyio.to_thread.run_sync(lambda: crud.record_feedback(
+        sessions=state.sessions, service_id=service_id, items=parsed.feedback, client_iss=caller.iss))
+    if outcome.unknown_cards:
+        log.warning("feedback on %s for %d card(s) this service has no record of", service_id,
+                    len(outcome.unknown_cards))
+    return JSONResponse({"stored": outcome.stored, "duplicates": outcome.duplicates})

@@ -1,0 +1,134 @@
+"""The FastAPI application factory: middleware, error handlers, routers, lifecycle.
+
+``create_app`` does the slow and fallible work (loading rulesets, migrating the database) before
+the server accepts a connection, so a broken ruleset or database stops ``cds serve`` with a clear
+message instead of serving errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds.service.api.main import api_router
+from cds.service.calls import record_rejected_call
+from cds.service.config import Settings
+from cds.service.db import make_engine, make_sessionmaker, migrate
+from cds.service.errors import InternalError, ServiceError, Unauthorized, operation_outcome
+from cds.service.fhir import FhirClient
+from cds.service.holder import EngineHolder
+from cds.service.redact import install_log_redaction
+from cds.service.runner import EvaluationRunner
+from cds.service.security import JwtVerifier
+from cds.service.state import ServiceState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("cds.service")
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def _outcome_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers, media_type="application/fhir+json")
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        route = request.scope.get("route")
+        if isinstance(exc, Unauthorized) and getattr(route, "name", None) == "call_service":
+            await record_rejected_call(request.app.state.cds, request.path_params.get("service_id", "?"), exc)
+        return _outcome_response(exc.status_code, exc.body(), exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        body = operation_outcome(message, code=_HTTP_CODES.get(exc.status_code, "processing"))
+        return _outcome_response(exc.status_code, body, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query"))
+        body = operation_outcome(str(first.get("msg", "invalid request")), code="invalid", expression=field or None)
+        return _outcome_response(400, body)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        error = InternalError()
+        return _outcome_response(error.status_code, error.body())
+
+
+def create_app(settings: Settings | None = None, *, engine: Any | None = None) -> FastAPI:
+    """Build the app. ``engine`` (a loaded :class:`cds.engine.Engine`) is loaded from settings if omitted.
+
+    Raises :class:`cds._exceptions.RulesetError` when the rulesets do not validate and SQLAlchemy /
+    Alembic errors when the database cannot be reached or migrated.
+    """
+    settings = settings or Settings()
+    install_log_redaction()
+    if engine is None:
+        from cds.engine import Engine
+
+        engine = Engine.load(settings.rulesets, include_drafts=settings.include_drafts)
+    db = make_engine(settings.resolved_database_url())
+    if settings.database_auto_migrate:
+        migrate(db)
+    state = ServiceState(settings=settings, holder=EngineHolder(engine), db=db, sessions=make_sessionmaker(db))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.runner = EvaluationRunner(max_pending=settings.max_pending_evaluations)
+        state.fhir = FhirClient(
+            connect_timeout=settings.fhir_connect_timeout_s, read_timeout=settings.fhir_read_timeout_s,
+            max_pages=settings.fhir_max_pages, allow_http=settings.fhir_allow_http,
+        )
+        state.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+        if settings.open_mode:
+            log.warning("OPEN MODE: no trusted issuers configured (CDS_TRUSTED_ISSUERS); calls are not "
+                        "authenticated. Use only on loopback for development.")
+        else:
+            state.verifier = JwtVerifier(settings, client=state.http)
+        log.info("CDS service ready: rulesets %s, %d service(s)", state.holder.current().digest,
+                 len(state.holder.current().catalog))
+        try:
+            yield
+        finally:
+            await state.fhir.aclose()
+            await state.http.aclose()
+            state.runner.shutdown()
+            db.dispose()
+
+    app = FastAPI(
+        title="SIR CDS Hooks service",
+        description="CDS Hooks 2.0 service for severe insulin resistance and lipodystrophy care pathways.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.cds = state
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "accept"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    _install_handlers(app)
+    app.include_router(api_router)
+    return app

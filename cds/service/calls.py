@@ -1,0 +1,157 @@
+"""One CDS service call from body to cards: validate, complete prefetch, evaluate, audit.
+
+Kept apart from the route so the flow reads top to bottom and every outcome (cards, 400, 404, 412,
+500, 503) goes through the same audit path: nothing a request sends is lost, and the token never is
+stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from cds._exceptions import EngineError, InputError, InvalidResourceError
+from cds.service import crud
+from cds.service.api.body import parse_json_body, read_body
+from cds.service.errors import BadRequest, InternalError, NotFound, ServiceError
+from cds.service.prefetch import complete_prefetch
+from cds.service.redact import redact_request, redact_text
+from cds.service.schemas import HOOK_CONTEXTS, CdsRequest, error_field
+from cds.service.security import Caller
+from cds.service.state import ServiceState
+
+__all__ = ["handle_call", "record_rejected_call"]
+
+log = logging.getLogger(__name__)
+
+_RAW_LIMIT = 1_000_000  # characters of a non-JSON body kept in the audit trail
+
+
+def _validated(payload: Any, hook: str) -> CdsRequest:
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        request = CdsRequest.model_validate(payload)
+    except ValidationError as exc:
+        field, message = error_field(exc)
+        raise BadRequest(f"{field or 'request'}: {message}", field=field or None) from None
+    if request.hook != hook:
+        raise BadRequest(f"hook: this service handles {hook!r}, not {request.hook!r}", field="hook")
+    try:
+        HOOK_CONTEXTS[hook].model_validate(request.context)
+    except ValidationError as exc:
+        field, message = error_field(exc, "context")
+        raise BadRequest(f"{field}: {message}", field=field) from None
+    return request
+
+
+def _input_error(exc: InputError) -> BadRequest:
+    field = exc.field
+    if isinstance(exc, InvalidResourceError) and field and not field.startswith(exc.resource):
+        field = f"{exc.resource}.{field}"  # e.g. Observation/abc.valueQuantity.value
+    return BadRequest(exc.message, field=field)
+
+
+async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: crud.CallAudit) -> dict[str, Any]:
+    loaded = state.holder.current()
+    audit.ruleset_digest = loaded.digest
+    service = loaded.catalog.get(service_id)
+    if service is None:
+        raise NotFound(f"no CDS service {service_id!r}; GET /cds-services lists them")
+    audit.hook = service.hook
+    try:
+        payload = parse_json_body(raw)
+    except BadRequest:
+        audit.request_raw = redact_text(raw[:_RAW_LIMIT].decode("utf-8", "replace"))
+        raise
+    audit.request = redact_request(payload)
+    if isinstance(payload, dict):
+        audit.hook_instance = payload.get("hookInstance") if isinstance(payload.get("hookInstance"), str) else None
+        context = payload.get("context")
+        if isinstance(context, dict) and isinstance(context.get("patientId"), str):
+            audit.patient_id = context["patientId"][:200]
+    request = _validated(payload, service.hook)
+
+    settings = state.settings
+    assert state.fhir is not None and state.runner is not None
+    completed = await complete_prefetch(
+        templates=service.prefetch,
+        prefetch=payload.get("prefetch"),
+        context=request.context,
+        fhir_server=request.fhirServer,
+        access_token=request.fhirAuthorization.access_token if request.fhirAuthorization else None,
+        client=state.fhir,
+        deadline_s=settings.fhir_total_timeout_s,
+    )
+    audit.fetched_keys = completed.fetched
+    audit.notes += completed.notes
+    # The engine never needs (so never sees) the access token.
+    to_evaluate = {k: v for k, v in payload.items() if k != "fhirAuthorization"}
+    to_evaluate["prefetch"] = completed.prefetch
+    try:
+        evaluation = await state.runner.run(loaded.engine.evaluate, to_evaluate, hook=service.hook)
+    except InputError as exc:
+        raise _input_error(exc) from None
+    body = evaluation.response.to_json()
+    for card in evaluation.response.cards:
+        topic = card.source.topic
+        rule_id = topic.code if topic else "?"
+        audit.cards.append(crud.CardAudit(
+            card_uuid=card.uuid or "", rule_id=rule_id,
+            rule_version=(topic.version if topic else None) or evaluation.rule_versions.get(rule_id),
+            indicator=card.indicator,
+        ))
+    audit.notes += list(getattr(evaluation.facts, "notes", []) or [])[:50]
+    return body
+
+
+async def _store(state: ServiceState, audit: crud.CallAudit) -> None:
+    try:
+        await anyio.to_thread.run_sync(lambda: crud.record_call(sessions=state.sessions, audit=audit))
+    except Exception:  # the cards still go out; the operator must see this
+        log.exception("could not store the audit record of %s call %s", audit.service_id, audit.hook_instance)
+
+
+async def handle_call(
+    state: ServiceState, service_id: str, request: Any, caller: Caller
+) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, JSON body, extra headers) for one call; every path ends in an audit record."""
+    started = time.perf_counter()
+    audit = crud.CallAudit(service_id=service_id, received_at=datetime.now(UTC), client_iss=caller.iss)
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] | None = None
+    try:
+        raw = await read_body(request, max_bytes=state.settings.max_body_bytes)
+        body = await _evaluate(state, service_id, raw, audit)
+        status, audit.outcome = 200, "ok"
+    except ServiceError as exc:
+        status, body, headers = exc.status_code, exc.body(), exc.headers
+        audit.outcome, audit.error = exc.outcome, exc.message
+        log.info("%s call %s -> %d %s", service_id, audit.hook_instance, status, exc.message)
+    except EngineError:
+        log.exception("engine failure on %s call %s", service_id, audit.hook_instance)
+        error = InternalError()
+        status, body = error.status_code, error.body()
+        audit.outcome, audit.error = "engine-error", error.message
+    except Exception:
+        log.exception("internal error on %s call %s", service_id, audit.hook_instance)
+        error = InternalError()
+        status, body = error.status_code, error.body()
+        audit.outcome, audit.error = error.outcome, error.message
+    audit.http_status = status
+    audit.latency_ms = (time.perf_counter() - started) * 1000
+    await _store(state, audit)
+    return status, body, headers
+
+
+async def record_rejected_call(state: ServiceState, service_id: str, error: ServiceError) -> None:
+    """Audit a call refused before its handler ran (bad JWT): metadata only, no body is kept."""
+    audit = crud.CallAudit(service_id=service_id, received_at=datetime.now(UTC), outcome=error.outcome,
+                           http_status=error.status_code, error=error.message)
+    await _store(state, audit)

@@ -1,0 +1,119 @@
+"""Service settings: one ``Settings(BaseSettings)`` read from ``CDS_*`` environment variables.
+
+Why environment variables: the service runs in containers and behind process managers where a
+config file is one more thing to mount. Every field has a safe embedded default so ``cds serve``
+works with nothing configured (built-in rulesets, SQLite under ``./.data``, open mode on loopback).
+Complex values (issuers, CORS origins) are JSON, e.g.::
+
+    CDS_TRUSTED_ISSUERS='{"https://sandbox.cds-hooks.org":
+        {"jku": ["https://sandbox.cds-hooks.org/.well-known/jwks.json"], "jwks_file": "sandbox-jwks.json"}}'
+    CDS_CORS_ORIGINS='["https://sandbox.cds-hooks.org"]'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ALLOWED_ALGORITHMS", "IssuerConfig", "Settings"]
+
+# CDS Hooks 2.0 "Trusting CDS Clients": asymmetric signatures only, ES384/RS384 recommended;
+# "none" and HMAC (shared secrets) are never acceptable.
+ALLOWED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+
+
+class IssuerConfig(BaseModel):
+    """Where the public keys of one trusted issuer (``iss``) come from.
+
+    * ``jku``: allow-list of JWKS URLs a token may name in its ``jku`` header; they are fetched
+      (cached, refreshed on an unknown ``kid``). A token whose ``jku`` is not listed is refused.
+    * ``jwks_url``: a JWKS URL configured out of band, used when the token has no ``jku``.
+    * ``jwks`` / ``jwks_file``: the keys themselves (inline JSON or a file), never fetched; this is
+      how to trust the CDS Hooks sandbox when its ``jku`` is unreachable.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    jku: list[str] = Field(default_factory=list)
+    jwks_url: str | None = None
+    jwks: dict[str, Any] | None = None
+    jwks_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> IssuerConfig:
+        if not (self.jku or self.jwks_url or self.jwks or self.jwks_file):
+            raise ValueError("a trusted issuer needs jku, jwks_url, jwks or jwks_file")
+        return self
+
+    def static_jwks(self) -> dict[str, Any] | None:
+        """The locally configured JWKS (inline wins over file), or None."""
+        if self.jwks is not None:
+            return self.jwks
+        if self.jwks_file is not None:
+            return json.loads(self.jwks_file.read_text(encoding="utf-8"))
+        return None
+
+
+class Settings(BaseSettings):
+    """Every knob of the HTTP service; field ``x`` is read from ``CDS_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="CDS_", env_file=None, extra="ignore")
+
+    # -- storage --------------------------------------------------------------------------------
+    data_dir: Path = Path(".data")  # SQLite file and other local state (gitignored)
+    database_url: str | None = None  # default: sqlite:///<data_dir>/cds.sqlite3
+    database_auto_migrate: bool = True  # run Alembic "upgrade head" at startup
+
+    # -- rules ----------------------------------------------------------------------------------
+    rulesets: Path | None = None  # default: the built-in rulesets/
+    include_drafts: bool = False
+
+    # -- security -------------------------------------------------------------------------------
+    trusted_issuers: dict[str, IssuerConfig] = Field(default_factory=dict)  # empty = open mode
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["ES384", "RS384"])
+    clock_skew_s: int = Field(default=60, ge=0, le=600)
+    max_token_lifetime_s: int = Field(default=3600, ge=60)  # exp - iat; the spec suggests 5 minutes
+    jwks_cache_ttl_s: int = Field(default=3600, ge=0)
+    jwks_min_refresh_interval_s: float = Field(default=30.0, ge=0)  # unknown-kid refresh rate limit
+    public_base_url: str | None = None  # e.g. https://cds.example.org/sir (for aud behind proxies)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # -- FHIR server fallback -------------------------------------------------------------------
+    fhir_connect_timeout_s: float = Field(default=5.0, gt=0)
+    fhir_read_timeout_s: float = Field(default=10.0, gt=0)
+    fhir_total_timeout_s: float = Field(default=20.0, gt=0)  # all fetches of one request
+    fhir_max_pages: int = Field(default=20, ge=1)  # next-link pages followed per prefetch key
+    fhir_allow_http: bool = False  # plain http only for loopback FHIR servers unless this is set
+
+    # -- load -----------------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_pending_evaluations: int = Field(default=64, ge=1)  # beyond this: 503 with Retry-After
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a not in ALLOWED_ALGORITHMS]
+        if bad:
+            raise ValueError(f"algorithms {bad} are not allowed (asymmetric only: {sorted(ALLOWED_ALGORITHMS)})")
+        if not value:
+            raise ValueError("at least one algorithm is needed")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def open_mode(self) -> bool:
+        """No trusted issuer configured: calls are not authenticated (loopback only)."""
+        return not self.trusted_issuers
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'cds.sqlite3').resolve()}"

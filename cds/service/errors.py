@@ -1,0 +1,124 @@
+"""HTTP errors of the service and their FHIR ``OperationOutcome`` bodies.
+
+CDS Hooks 2.0 defines only 200 and 412; the 3.0 ballot asks for an OperationOutcome on any non-2xx,
+which also tells an integrator *which field* was wrong. The tree::
+
+    ServiceError                      -> OperationOutcome, status below
+    ├── BadRequest          400       malformed JSON or a request that breaks the spec (names the field)
+    ├── Unauthorized        401       any JWT problem; the body never says which
+    ├── NotFound            404       unknown service id
+    ├── PayloadTooLarge     413
+    ├── PrefetchUnavailable 412       data missing from prefetch and no way to fetch it
+    ├── Overloaded          503       too many evaluations queued
+    └── InternalError       500       a bug; the body says nothing more
+
+Messages are written for the caller; internal details go to the log, never into a response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "InternalError",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PrefetchUnavailable",
+    "ServiceError",
+    "Unauthorized",
+    "operation_outcome",
+]
+
+
+def operation_outcome(
+    message: str, *, code: str, severity: str = "error", expression: str | None = None
+) -> dict[str, Any]:
+    """A one-issue FHIR R4 OperationOutcome (``code`` from the IssueType value set)."""
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and an OperationOutcome body."""
+
+    status_code = 500
+    issue_code = "exception"
+    outcome = "error"  # short label stored in the audit trail
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return operation_outcome(self.message, code=self.issue_code, expression=self.field)
+
+
+class BadRequest(ServiceError):
+    """Raised for malformed JSON or a request that breaks CDS Hooks 2.0; ``field`` names where."""
+
+    status_code = 400
+    issue_code = "invalid"
+    outcome = "bad-request"
+
+
+class Unauthorized(ServiceError):
+    """Raised for any missing or invalid JWT; the reason is logged, never returned."""
+
+    status_code = 401
+    issue_code = "login"
+    outcome = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("unauthorized")
+        self.reason = reason  # for the server log only
+
+
+class NotFound(ServiceError):
+    """Raised for an unknown service id."""
+
+    status_code = 404
+    issue_code = "not-found"
+    outcome = "not-found"
+
+
+class PayloadTooLarge(ServiceError):
+    """Raised when the body exceeds ``CDS_MAX_BODY_BYTES``."""
+
+    status_code = 413
+    issue_code = "too-costly"
+    outcome = "too-large"
+
+
+class PrefetchUnavailable(ServiceError):
+    """Raised when needed data is neither prefetched nor obtainable from ``fhirServer`` (spec: 412)."""
+
+    status_code = 412
+    issue_code = "incomplete"
+    outcome = "precondition-failed"
+
+
+class Overloaded(ServiceError):
+    """Raised when the evaluation queue is full; the client may retry."""
+
+    status_code = 503
+    issue_code = "transient"
+    outcome = "overloaded"
+    headers = {"Retry-After": "1"}
+
+
+class InternalError(ServiceError):
+    """Raised (or substituted) for bugs; the body carries no detail."""
+
+    status_code = 500
+    issue_code = "exception"
+    outcome = "error"
+
+    def __init__(self) -> None:
+        super().__init__("internal error")

@@ -1,0 +1,160 @@
+"""A small async FHIR client for filling in prefetch data the EHR did not send.
+
+Why hand-rolled on httpx rather than a FHIR client library: we need only ``read`` and ``search`` with
+next-link paging, and control over three things libraries do not give together:
+
+* the bearer token goes only to ``fhirServer``'s own origin: redirects are not followed and a
+  ``next`` link on another origin is not fetched (it would leak the token);
+* every fetch has connect/read timeouts and one request has an overall deadline;
+* paging stops after ``max_pages`` pages (a note says the data were truncated).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+__all__ = ["FetchResult", "FhirClient", "FhirFetchError", "is_loopback_host", "same_origin"]
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirFetchError(Exception):
+    """Raised when a FHIR read/search cannot be completed; the message is safe to show the caller."""
+
+
+@dataclass
+class FetchResult:
+    """One resource or one merged searchset Bundle, with what happened on the way."""
+
+    resource: dict[str, Any] | None
+    pages: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def same_origin(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+class FhirClient:
+    """Reads and searches one request's ``fhirServer`` with its bearer token."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        max_pages: int = 20,
+        allow_http: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.max_pages = max_pages
+        self.allow_http = allow_http
+        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, transport=transport, headers={"Accept": FHIR_JSON}
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def check_server(self, base: str) -> None:
+        """Refuse a fhirServer we must not send a token to (plain http off loopback)."""
+        parts = urlsplit(base)
+        if parts.scheme == "https":
+            return
+        if parts.scheme == "http" and (self.allow_http or is_loopback_host(parts.hostname)):
+            return
+        raise FhirFetchError("fhirServer must use https")
+
+    async def _get_json(self, url: str, token: str | None) -> dict[str, Any] | None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = await self._client.get(url, headers=headers)
+        except httpx.TimeoutException:
+            raise FhirFetchError(f"FHIR server timed out on {_safe(url)}") from None
+        except httpx.HTTPError as exc:
+            raise FhirFetchError(f"FHIR server unreachable for {_safe(url)} ({type(exc).__name__})") from None
+        if response.status_code == 404 and "?" not in url:
+            return None  # a read of a resource that does not exist: no data, like a null prefetch
+        if response.status_code != 200:
+            raise FhirFetchError(f"FHIR server answered {response.status_code} to {_safe(url)}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise FhirFetchError(f"FHIR server sent non-JSON for {_safe(url)}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+            raise FhirFetchError(f"FHIR server sent no FHIR resource for {_safe(url)}")
+        if body["resourceType"] == "OperationOutcome":
+            raise FhirFetchError(f"FHIR server sent an OperationOutcome for {_safe(url)}")
+        return body
+
+    async def fetch(self, base: str, relative: str, token: str | None) -> FetchResult:
+        """GET ``base/relative`` and, for a searchset, every next page up to ``max_pages``."""
+        self.check_server(base)
+        url = base.rstrip("/") + "/" + relative.lstrip("/")
+        first = await self._get_json(url, token)
+        if first is None or first.get("resourceType") != "Bundle":
+            return FetchResult(first)
+        return await self.follow_pages(base, first, token)
+
+    async def follow_pages(self, base: str, bundle: dict[str, Any], token: str | None) -> FetchResult:
+        """Append the entries of every ``next`` page to ``bundle`` (a copy), same origin only."""
+        merged = {**bundle, "entry": list(bundle.get("entry") or [])}
+        result = FetchResult(merged, pages=1)
+        current = bundle
+        while True:
+            next_url = _next_link(current)
+            if next_url is None:
+                break
+            next_url = urljoin(base.rstrip("/") + "/", next_url)
+            if not same_origin(next_url, base):
+                result.notes.append(f"next link to another origin not followed ({_safe(next_url)})")
+                break
+            if result.pages >= self.max_pages:
+                result.notes.append(f"stopped after {self.max_pages} pages; later pages were not read")
+                log.warning("FHIR paging stopped after %d pages for %s", self.max_pages, _safe(next_url))
+                break
+            self.check_server(next_url)
+            page = await self._get_json(next_url, token)
+            if page is None or page.get("resourceType") != "Bundle":
+                raise FhirFetchError(f"next page {_safe(next_url)} is not a Bundle")
+            merged["entry"].extend(page.get("entry") or [])
+            result.pages += 1
+            current = page
+        merged["link"] = [link for link in merged.get("link") or [] if link.get("relation") != "next"]
+        if not merged["link"]:
+            merged.pop("link")
+        return result
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None
+
+
+def _safe(url: str) -> str:
+    """A URL for messages: path only, the query (which may carry identifiers) dropped."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -1,0 +1,128 @@
+"""Fixtures for the HTTP service tests: the engine, real servers on 127.0.0.1, the databases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cds.engine import Engine
+from cds.service.app import create_app
+from cds.service.config import Settings
+
+from svc_support import FhirStore, ServerThread, fhir_app
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    """The built-in rulesets, loaded once (they are immutable once loaded)."""
+    return Engine.load()
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[tuple[ServerThread, FhirStore]]:
+    store = FhirStore()
+    with ServerThread(fhir_app(store)) as server:
+        yield server, store
+
+
+@pytest.fixture()
+def fhir(fhir_server: tuple[ServerThread, FhirStore]) -> tuple[str, FhirStore]:
+    """(FHIR base URL, store) with the store emptied for this test."""
+    server, store = fhir_server
+    store.resources.clear()
+    store.requests.clear()
+    store.fail_types.clear()
+    store.page_size = 2
+    store.jwks = {"keys": []}
+    store.jwks_fetches = 0
+    return f"{server.url}/fhir", store
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the CI PostgreSQL server, dropped afterwards; skipped when there is none."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3, autocommit=True)
+    except Exception as exc:  # no server, auth refused, database missing: say which
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, database test): {exc}")
+    schema = f"cds_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on SQLite and on PostgreSQL (skipped with a reason when absent)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cds.sqlite3'}"
+    url = request.getfixturevalue("pg_url")
+    _truncate(url)
+    return url
+
+
+def _truncate(url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from cds.service.db import make_engine
+
+    db = make_engine(url)
+    try:
+        with db.begin() as conn:
+            present = set(inspect(conn).get_table_names())
+            tables = [t for t in ("cds_feedback", "cds_card", "cds_call") if t in present]
+            if tables:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    finally:
+        db.dispose()
+
+
+class Service:
+    """A running service: its base URL, app (for database access) and an httpx client."""
+
+    def __init__(self, thread: ServerThread, app: Any) -> None:
+        self.thread = thread
+        self.app = app
+        self.url = thread.url
+        self.client = httpx.Client(base_url=thread.url, timeout=30)
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.cds
+
+
+@pytest.fixture()
+def start_service(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Start a service with the given settings (SQLite under tmp_path unless database_url is given)."""
+    running: list[tuple[ServerThread, Service]] = []
+
+    def start(*, engine_override: Any = None, **settings: Any) -> Service:
+        settings.setdefault("data_dir", tmp_path / f"data{len(running)}")
+        app = create_app(Settings(**settings), engine=engine_override or engine)
+        thread = ServerThread(app).__enter__()
+        service = Service(thread, app)
+        running.append((thread, service))
+        return service
+
+    yield start
+    for thread, service in running:
+        service.client.close()
+        thread.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def service(start_service: Callable[..., Service]) -> Service:
+    """Open mode (no JWT), SQLite: the embedded defaults."""
+    return start_service()
