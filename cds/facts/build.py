@@ -206,6 +206,7 @@ def build_facts(
 
     matcher = matcher or ConceptMatcher(valuesets)
     coded = collect_coded(record, matcher, now)
+    facts.notes += [note for note in record.notes if note not in facts.notes]  # notes added while matching
     facts.conditions, facts.medications = coded.conditions, coded.medications
     facts.allergies, facts.procedures, facts.devices = coded.allergies, coded.procedures, coded.devices
     facts.draft_ids, facts.active_request_ids = coded.draft_ids, coded.active_request_ids
