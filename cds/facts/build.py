@@ -216,11 +216,14 @@ def build_facts(
         item.status in ("active", "recurrence", "relapse", "active (no clinicalStatus)")
         for item in coded.conditions.get("hiv", [])
     )
+    # "E88.1 with active HIV": an unspecified lipodystrophy only; a generalised or partial form (by
+    # code or text, e.g. Berardinelli-Seip, Dunnigan) stays SIR-spectrum even when the patient has HIV.
+    typed = {i.resource for vs in LIPODYSTROPHY_SETS[1:] for i in coded.conditions.get(vs, [])}
     hiv_ld = [
         item
         for vs in LIPODYSTROPHY_SETS
         for item in coded.conditions.get(vs, [])
-        if _HIV_TEXT.search(item.display) or (hiv_active and vs == "lipodystrophy")
+        if _HIV_TEXT.search(item.display) or (hiv_active and vs == "lipodystrophy" and item.resource not in typed)
     ]
     hiv_ld_resources = {item.resource for item in hiv_ld}
     values["lipodystrophy_hiv"] = bool(hiv_ld)
