@@ -20,6 +20,9 @@ from cds.rules.loader import Issue, LoadedRule, RuleSet
 __all__ = ["SUMMARY_LIMIT", "run_validators"]
 
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0: summary SHALL be < 140 characters
+# While the catalogue rules are being written, a rule without tests is a warning; set True (error)
+# once every rule has its rules/<id>.test.yaml (issue #5: every rule carries tests).
+REQUIRE_RULE_TESTS = False
 _VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _BLOCK = re.compile(r"\{%.*?%\}", re.DOTALL)
 # Longest plausible rendering of one {{ ... }} in a summary: a number through |num ("1234.56"), or
@@ -118,12 +121,68 @@ def _used_by_definition(ruleset: RuleSet, name: str) -> bool:
     return any(pattern.search(repr(d.when)) for other, d in ruleset.definitions.definitions.items() if other != name)
 
 
+def check_compiles(ruleset: RuleSet) -> list[Issue]:
+    """Each card must expand into at most MAX_CLAUSES durable_rules conjunctions (compile.py).
+
+    Without this check the loader accepts a rule the Engine then cannot build, so the service
+    would fail at start-up or on reload instead of at ``cds rules validate``.
+    """
+    from cds.rules.compile import MAX_CLAUSES, rule_condition, to_dnf
+
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, _card in enumerate(rule.spec.cards):
+            try:
+                to_dnf(rule_condition(rule, i).compile())
+            except ValueError as exc:
+                loc = ("cards", i, "when") if rule.card_conditions[i] is not None else ("when",)
+                issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
+                                    f"card {i}: {exc}; the engine cannot compile it (limit {MAX_CLAUSES}): "
+                                    "split the card, or move shared parts into the rule's 'when'"))
+    return issues
+
+
+def check_rule_tests(ruleset: RuleSet) -> list[Issue]:
+    """Every rule has ``rules/<id>.test.yaml`` with at least one ``fires`` and one ``silent`` case.
+
+    Missing or incomplete tests are warnings while the catalogue is being written
+    (``REQUIRE_RULE_TESTS``); an unreadable test file or one without a rule is always an error.
+    """
+    from cds.authoring.testfile import TestFileError, load_test_file, test_path_for
+    from cds.authoring.runner import discover_test_files
+
+    severity = "error" if REQUIRE_RULE_TESTS else "warning"
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        path = test_path_for(rule.path)
+        if not path.exists():
+            issues.append(Issue(str(rule.path), 1, rule.spec.id, f"no tests: write {path.name} "
+                                "(at least one 'fires' and one 'silent' case)", severity=severity))
+            continue
+        try:
+            tests = load_test_file(path)
+        except TestFileError as exc:
+            issues += [Issue(str(path), line, rule.spec.id, message) for line, message in exc.problems]
+            continue
+        kinds = {case.spec.expect for case in tests.cases}
+        for kind in ("fires", "silent"):
+            if kind not in kinds:
+                issues.append(Issue(str(path), 1, rule.spec.id, f"no '{kind}' case", severity=severity))
+    _paths, orphans = discover_test_files(ruleset)
+    for problem in orphans:
+        path, _, message = problem.partition(":1: ")
+        issues.append(Issue(path, 1, None, message))
+    return issues
+
+
 VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_templates,
     check_summary_length,
     check_suggestion_targets,
     check_resources_render,
     check_definitions_used,
+    check_compiles,
+    check_rule_tests,
 ]
 
 

@@ -1,0 +1,226 @@
+"""Run the rule tests (``rules/*.test.yaml``) through the real Engine and report expected vs actual.
+
+Each case becomes a genuine CDS Hooks request (:func:`cds.authoring.testfile.build_request`) evaluated
+by :class:`cds.engine.Engine`, exactly as the service would, with draft rules enabled so drafts can be
+proven before they go live. ``cds rules test``, the pytest plugin (``rulesets/conftest.py``) and the
+safe reload all call :func:`run_tests`, so they can never disagree about what passes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cds._exceptions import CDSError
+from cds.authoring.explain import explain_evaluation
+from cds.authoring.testfile import TEST_SUFFIX, TestCase, TestFile, TestFileError, load_test_file, test_path_for
+from cds.engine import Engine, Evaluation
+from cds.rules.loader import RuleSet
+
+__all__ = ["CaseResult", "TestReport", "action_kinds", "discover_test_files", "run_case", "run_tests"]
+
+Status = Literal["pass", "fail", "todo", "error"]
+
+
+@dataclass
+class CaseResult:
+    case: TestCase
+    status: Status
+    expected: dict[str, Any] = field(default_factory=dict)
+    actual: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.case.rule} :: {self.case.name}"
+
+
+@dataclass
+class TestReport:
+    """All results, plus file-level problems (unreadable test files, orphans)."""
+
+    results: list[CaseResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    files: int = 0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.count("fail") == 0 and self.count("error") == 0
+
+    def failures(self) -> list[CaseResult]:
+        return [r for r in self.results if r.status in ("fail", "error")]
+
+    def render(self, *, verbose: bool = False) -> str:
+        lines: list[str] = []
+        for result in self.results:
+            if result.status == "pass" and not verbose:
+                continue
+            lines.append(f"{result.status.upper():5} {result.title}  ({result.case.where})")
+            if result.message and result.status != "pass":
+                lines += ["      " + line for line in result.message.splitlines()]
+        lines += [f"ERROR {problem}" for problem in self.problems]
+        lines.append(
+            f"{len(self.results)} cases in {self.files} files: {self.count('pass')} passed, "
+            f"{self.count('fail')} failed, {self.count('error')} errors, {self.count('todo')} todo"
+            + (f", {len(self.problems)} file problems" if self.problems else "")
+        )
+        return "\n".join(lines)
+
+
+def action_kinds(card: Any) -> list[str]:
+    """``create ServiceRequest``, ``delete MedicationRequest``, ``update MedicationRequest``: sorted, distinct."""
+    kinds = set()
+    for suggestion in card.suggestions or []:
+        for action in suggestion.actions or []:
+            if action.resource is not None:
+                kinds.add(f"{action.type} {action.resource.get('resourceType')}")
+            else:
+                kinds.add(f"{action.type} {(action.resourceId or '').split('/')[0]}".strip())
+    return sorted(kinds)
+
+
+def _kinds_match(expected: list[str], actual: list[str]) -> bool:
+    """Each expected kind matches an actual one (``delete`` matches ``delete MedicationRequest``) and vice versa."""
+    def fits(want: str, got: str) -> bool:
+        return want == got or (" " not in want and got.split(" ")[0] == want)
+
+    return all(any(fits(w, g) for g in actual) for w in expected) and all(any(fits(w, g) for w in expected) for g in actual)
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else ([value] if isinstance(value, str) else list(value))
+
+
+def _compare(case: TestCase, evaluation: Evaluation) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    spec = case.spec
+    card = next((c for c in evaluation.cards if c.source.topic is not None and c.source.topic.code == case.rule), None)
+    expected: dict[str, Any] = {"fires": spec.expect == "fires"}
+    actual: dict[str, Any] = {"fires": card is not None}
+    wrong: list[str] = []
+    if card is not None:
+        actual.update({"indicator": card.indicator, "suggestions": action_kinds(card), "summary": card.summary})
+    if spec.expect == "fires":
+        if spec.indicator is not None:
+            expected["indicator"] = spec.indicator
+        if spec.suggestions is not None:
+            expected["suggestions"] = sorted(spec.suggestions)
+        for text in _as_list(spec.summary_contains):
+            expected.setdefault("summary contains", []).append(text)
+        for text in _as_list(spec.detail_contains):
+            expected.setdefault("detail contains", []).append(text)
+    if expected["fires"] != actual["fires"]:
+        wrong.append("fires")
+    elif card is not None:
+        if "indicator" in expected and expected["indicator"] != card.indicator:
+            wrong.append("indicator")
+        if "suggestions" in expected and not _kinds_match(expected["suggestions"], actual["suggestions"]):
+            wrong.append("suggestions")
+        missing = [t for t in expected.get("summary contains", []) if t not in card.summary]
+        if missing:
+            wrong.append("summary contains")
+        actual["summary contains"] = [t for t in expected.get("summary contains", []) if t in card.summary]
+        detail = card.detail or ""
+        if [t for t in expected.get("detail contains", []) if t not in detail]:
+            wrong.append("detail contains")
+        actual["detail contains"] = [t for t in expected.get("detail contains", []) if t in detail]
+    return expected, actual, wrong
+
+
+def _lines(data: dict[str, Any], keys: list[str]) -> list[str]:
+    return [f"{key}: {data[key]}" for key in keys if key in data]
+
+
+def _failure_text(case: TestCase, engine: Engine, evaluation: Evaluation, expected: dict[str, Any],
+                  actual: dict[str, Any]) -> str:
+    keys = list(expected)
+    diff = difflib.unified_diff(_lines(expected, keys), _lines(actual, keys), "expected", "actual", lineterm="", n=9)
+    text = list(diff)
+    if actual.get("summary") and "summary" not in keys:
+        text.append(f"card summary: {actual['summary']}")
+    try:
+        explanation = explain_evaluation(engine, evaluation, rule=case.rule)
+        rule = explanation.rules[0]
+        for card in rule.cards:
+            state = "holds" if card.holds else f"fails: {card.reason}"
+            text.append(f"card {card.index} ({card.indicator}) {state}")
+    except KeyError:
+        text.append(f"rule {case.rule} is not in the ruleset")
+    others = sorted(c.source.topic.code for c in evaluation.cards if c.source.topic and c.source.topic.code != case.rule)
+    if others:
+        text.append(f"other cards: {', '.join(others)}")
+    return "\n".join(text)
+
+
+def run_case(engine: Engine, case: TestCase) -> CaseResult:
+    """Evaluate one case with ``engine`` and compare with its expectations."""
+    try:
+        evaluation = engine.evaluate(case.request, now=case.now)
+    except CDSError as exc:
+        return CaseResult(case, "error", message=f"the engine refused the test patient: {exc}")
+    expected, actual, wrong = _compare(case, evaluation)
+    if not wrong:
+        if case.spec.todo:
+            return CaseResult(case, "fail", expected, actual,
+                              f"marked todo ({case.spec.todo}) but passes now: remove 'todo'")
+        return CaseResult(case, "pass", expected, actual)
+    message = _failure_text(case, engine, evaluation, expected, actual)
+    if case.spec.todo:
+        return CaseResult(case, "todo", expected, actual, f"known gap: {case.spec.todo}\n{message}")
+    return CaseResult(case, "fail", expected, actual, message)
+
+
+def discover_test_files(ruleset: RuleSet) -> tuple[list[Path], list[str]]:
+    """Test files of the ruleset's rules, and problems: orphan test files (no rule of that id)."""
+    rules_dir = ruleset.directory / "rules"
+    found = sorted(rules_dir.glob(f"*{TEST_SUFFIX}")) if rules_dir.is_dir() else []
+    rule_files = {test_path_for(r.path) for r in ruleset.rules}
+    problems = [f"{p}:1: test file has no rule {p.name[:-len(TEST_SUFFIX)]!r} beside it" for p in found
+                if p not in rule_files]
+    return [p for p in found if p in rule_files], problems
+
+
+class _Engines:
+    """The Engine each case needs: drafts included (default) or as the service runs them."""
+
+    def __init__(self, ruleset: RuleSet, engine: Engine | None) -> None:
+        self.ruleset = ruleset
+        self._engines: dict[bool, Engine] = {}
+        if engine is not None:
+            self._engines[engine.include_drafts] = engine
+
+    def get(self, include_drafts: bool) -> Engine:
+        if include_drafts not in self._engines:
+            self._engines[include_drafts] = Engine(self.ruleset, include_drafts=include_drafts)
+        return self._engines[include_drafts]
+
+
+def load_cases(ruleset: RuleSet, *, rule: str | None = None) -> tuple[list[TestFile], list[str]]:
+    paths, problems = discover_test_files(ruleset)
+    files: list[TestFile] = []
+    for path in paths:
+        if rule is not None and path.name != f"{rule}{TEST_SUFFIX}":
+            continue
+        try:
+            files.append(load_test_file(path))
+        except TestFileError as exc:
+            problems += [f"{exc.path}:{line}: {message}" for line, message in exc.problems]
+    return files, problems
+
+
+def run_tests(ruleset: RuleSet, *, engine: Engine | None = None, rule: str | None = None) -> TestReport:
+    """Run every test file of ``ruleset`` (or one rule's) and return the report."""
+    files, problems = load_cases(ruleset, rule=rule)
+    report = TestReport(problems=problems, files=len(files))
+    engines = _Engines(ruleset, engine)
+    statuses = {r.spec.id: r.spec.status for r in ruleset.rules}
+    for test_file in files:
+        if statuses.get(test_file.rule) == "retired":
+            continue  # a retired rule never runs; its tests document history only
+        for case in test_file.cases:
+            report.results.append(run_case(engines.get(case.spec.include_drafts), case))
+    return report
