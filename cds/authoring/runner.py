@@ -41,6 +41,8 @@ class CaseResult:
 class TestReport:
     """All results, plus file-level problems (unreadable test files, orphans)."""
 
+    __test__ = False  # not a pytest test class
+
     results: list[CaseResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     files: int = 0

@@ -57,6 +57,8 @@ BODY_CODES = {"bmi": ("LOINC#39156-5", "kg/m2"), "weight": ("LOINC#29463-7", "kg
 class TestFileError(ValueError):
     """A test file cannot be used; ``problems`` holds every (line, message) found."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, path: Path, problems: list[tuple[int, str]]) -> None:
         self.path, self.problems = path, problems
         super().__init__("\n".join(f"{path}:{line}: {message}" for line, message in problems))
@@ -116,6 +118,8 @@ class DefaultsSpec(_Strict):
 class TestFileSpec(_Strict):
     """A rule's test file (``rules/<id>.test.yaml``)."""
 
+    __test__ = False  # not a pytest test class
+
     rule: str
     now: str = Field(description="evaluation time (ISO 8601); relative dates count back from it")
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
@@ -125,6 +129,8 @@ class TestFileSpec(_Strict):
 @dataclass
 class TestCase:
     """A case ready to run: the CDS Hooks request it becomes, and where it was written."""
+
+    __test__ = False  # not a pytest test class
 
     rule: str
     spec: CaseSpec
@@ -145,6 +151,8 @@ class TestCase:
 
 @dataclass
 class TestFile:
+    __test__ = False  # not a pytest test class
+
     path: Path
     spec: TestFileSpec
     cases: list[TestCase] = field(default_factory=list)
@@ -220,7 +228,7 @@ def build_request(rule: str, case: CaseSpec, *, hook: str, now: datetime, patien
         counters[rtype] = counters.get(rtype, 0) + 1
         resource.setdefault("id", f"{rtype[0].lower()}{rtype[1:]}-{counters[rtype]}")
         subject_field = "patient" if rtype == "AllergyIntolerance" else "subject"
-        if rtype not in ("Medication", "Patient"):
+        if rtype not in ("Medication", "Patient", "SupplyRequest"):  # R4 SupplyRequest has no subject
             resource.setdefault(subject_field, {"reference": f"Patient/{patient.id}"})
         (drafts if drafted and hook != "patient-view" else records).append(resource)
     if problems:
