@@ -116,7 +116,9 @@ def _compare_reason(node: Compare, values: dict[str, Any], facts: PatientFacts, 
     if node.fact == "hook":
         return f"hook is {values.get('hook')}, this card is for {node.shown}"
     if values.get(node.fact) is None:
-        text = f"{node.label or node.fact} is not recorded (needed: {node.describe()})"
+        text = f"{node.label or node.fact} is not known (needed: {node.describe()})"
+        if node.fact.startswith("insulin_") and facts.insulin.unknown_reasons:
+            text += "; " + "; ".join(facts.insulin.unknown_reasons)
         stale = facts.last_labs.get(node.fact)
         if stale is not None:
             text += f"; latest ever is {stale.describe()} ({stale.resource}), outside the look-back"
