@@ -14,7 +14,8 @@ __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output on stderr (-vv for debug). Example: cds -v evaluate FILE")
 def cli(verbose: int) -> None:
     """Clinical decision support for severe insulin resistance and lipodystrophy.
 

@@ -35,8 +35,8 @@ def load_input_file(path: Path) -> object:
               envvar="CDS_RULESETS", show_envvar=True,
               help="Rulesets folder (default: the built-in rulesets/). Example: --rulesets ./rulesets")
 @click.option("--include-drafts", is_flag=True, default=False,
-              help="Also run rules whose status is draft (never done by default).")
-@click.option("--pretty/--compact", default=True, help="Indent the JSON output (default: pretty).")
+              help="Also run rules whose status is draft (never done by default). Example: --include-drafts")
+@click.option("--pretty/--compact", default=True, help="Indent the JSON output (default: pretty). Example: --compact")
 def evaluate(path: Path, hook: str | None, now: str | None, rulesets: Path | None, include_drafts: bool,
              pretty: bool) -> None:
     """Evaluate PATH (a CDS Hooks request or a FHIR R4 Bundle) and print {"cards": [...]}.
