@@ -91,15 +91,17 @@ def test_start_up_refuses_a_ruleset_that_does_not_validate(toy_ruleset: Path) ->
 
 def test_swap_while_requests_run(toy_ruleset: Path, tmp_path: Path) -> None:
     holder = EngineHolder.load(toy_ruleset)
+    old_digest = holder.current().digest
     request = _request(tmp_path, 42)
-    outcomes: list[bool] = []
+    outcomes: list[tuple[str, bool]] = []  # (digest of the engine the request used, fired)
     errors: list[BaseException] = []
     stop = threading.Event()
 
     def client() -> None:
         while not stop.is_set():
             try:
-                outcomes.append(_fires(holder.current(), request))
+                engine = holder.current()  # once per request, as the service does
+                outcomes.append((engine.digest, _fires(engine, request)))
             except BaseException as exc:  # noqa: BLE001 - any failure fails the test
                 errors.append(exc)
 
@@ -115,9 +117,9 @@ def test_swap_while_requests_run(toy_ruleset: Path, tmp_path: Path) -> None:
         thread.join(10)
     assert result.ok and result.changed
     assert errors == []
-    assert outcomes[0] is False and outcomes[-1] is True
-    first_new = outcomes.index(True)
-    assert all(outcomes[first_new:])  # once swapped, every later request sees the new rules
+    assert {digest for digest, _ in outcomes} == {old_digest, result.digest}
+    # every request got a consistent answer from the engine it started on: old rules silent, new rules fire
+    assert all(fired == (digest == result.digest) for digest, fired in outcomes)
 
 
 def test_safe_reload_adopts_any_holder_with_swap(toy_ruleset: Path) -> None:
