@@ -44,6 +44,7 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
 
     import uvicorn
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from cds._exceptions import RulesetError
     from cds.service.config import Settings
@@ -51,8 +52,9 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
 
     try:
         settings = Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid CDS_* settings:\n{exc}") from None
+    except (ValidationError, SettingsError) as exc:
+        cause = f"\n{exc.__cause__}" if exc.__cause__ else ""
+        raise click.ClickException(f"invalid CDS_* settings: {exc}{cause}") from None
     updates = {k: v for k, v in {"rulesets": rulesets, "data_dir": data_dir}.items() if v is not None}
     if updates:
         settings = settings.model_copy(update=updates)

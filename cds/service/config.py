@@ -61,7 +61,7 @@ class IssuerConfig(BaseModel):
 class Settings(BaseSettings):
     """Every knob of the HTTP service; field ``x`` is read from ``CDS_X``."""
 
-    model_config = SettingsConfigDict(env_prefix="CDS_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CDS_", env_file=None, extra="ignore", env_ignore_empty=True)
 
     # -- storage --------------------------------------------------------------------------------
     data_dir: Path = Path(".data")  # SQLite file and other local state (gitignored)

@@ -93,8 +93,11 @@ class FeedbackOutcome:
 
 
 def _dedup_key(service_id: str, item: FeedbackItem) -> str:
+    """Content hash of an item; the timestamp in UTC so one instant written two ways is one item."""
+    content = item.model_dump(mode="json", exclude_none=True)
+    content["outcomeTimestamp"] = item.outcomeTimestamp.astimezone(UTC).isoformat()
     canonical = json.dumps(
-        {"service": service_id, "item": item.model_dump(mode="json", exclude_none=True)},
+        {"service": service_id, "item": content},
         sort_keys=True, separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -138,8 +141,10 @@ def record_feedback(
                 item=item.model_dump(mode="json", exclude_none=True),
                 client_iss=client_iss,
             )
-            statement = insert(FeedbackRecord).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-            if session.execute(statement).rowcount:
+            table = FeedbackRecord.__table__
+            statement = (insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+                         .returning(table.c.id))
+            if session.execute(statement).first() is not None:
                 outcome.stored += 1
             else:
                 outcome.duplicates += 1

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker, Session
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "make_engine", "make_sessionmaker", "migrate"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "downgrade", "make_engine", "make_sessionmaker", "migrate"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -64,3 +64,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Take the schema back to ``revision`` (``base`` drops every service table)."""
+    with engine.begin() as connection:
+        config = alembic_config(engine)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)

@@ -22,7 +22,7 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     """The built-in rulesets, loaded once (they are immutable once loaded)."""
-    return Engine.load()
+    import os; return Engine.load(Path(os.environ["CDS_TEST_RULESETS"]) if os.environ.get("CDS_TEST_RULESETS") else None)  # TEMP
 
 
 @pytest.fixture(scope="session")
@@ -103,26 +103,46 @@ class Service:
         return self.app.state.cds
 
 
+class ServiceFactory:
+    """Starts services and stops them all at the end of its scope."""
+
+    def __init__(self, engine: Engine, data_root: Path) -> None:
+        self.engine = engine
+        self.data_root = data_root
+        self.running: list[tuple[ServerThread, Service]] = []
+
+    def __call__(self, *, engine_override: Any = None, **settings: Any) -> Service:
+        settings.setdefault("data_dir", self.data_root / f"data{len(self.running)}")
+        app = create_app(Settings(**settings), engine=engine_override or self.engine)
+        thread = ServerThread(app).__enter__()
+        service = Service(thread, app)
+        self.running.append((thread, service))
+        return service
+
+    def stop_all(self) -> None:
+        for thread, service in self.running:
+            service.client.close()
+            thread.__exit__(None, None, None)
+
+
 @pytest.fixture()
 def start_service(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Start a service with the given settings (SQLite under tmp_path unless database_url is given)."""
-    running: list[tuple[ServerThread, Service]] = []
-
-    def start(*, engine_override: Any = None, **settings: Any) -> Service:
-        settings.setdefault("data_dir", tmp_path / f"data{len(running)}")
-        app = create_app(Settings(**settings), engine=engine_override or engine)
-        thread = ServerThread(app).__enter__()
-        service = Service(thread, app)
-        running.append((thread, service))
-        return service
-
-    yield start
-    for thread, service in running:
-        service.client.close()
-        thread.__exit__(None, None, None)
+    factory = ServiceFactory(engine, tmp_path)
+    yield factory
+    factory.stop_all()
 
 
-@pytest.fixture()
-def service(start_service: Callable[..., Service]) -> Service:
-    """Open mode (no JWT), SQLite: the embedded defaults."""
-    return start_service()
+@pytest.fixture(scope="module")
+def module_services(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceFactory]:
+    """Like start_service, for services shared by a whole test module."""
+    factory = ServiceFactory(engine, tmp_path_factory.mktemp("services"))
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def service(module_services: ServiceFactory) -> Service:
+    """Open mode (no JWT), SQLite: the embedded defaults. Shared by the module: tests that read the
+    database select their own rows (by hookInstance or patient id)."""
+    return module_services()

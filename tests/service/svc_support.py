@@ -153,7 +153,7 @@ def make_token(key: KeyPair, *, iss: str, aud: str, jku: str | None = None, life
                iat: float | None = None, jti: str | None = None, kid: str | None = None,
                **claims: Any) -> str:
     now = int(time.time() if iat is None else iat)
-    payload = {"iss": iss, "aud": aud, "iat": now, "exp": now + lifetime, "jti": jti or str(uuid.uuid4()),
+    payload = {"iss": iss, "aud": aud, "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4()) if jti is None else jti,
                **claims}
     headers = {"kid": kid or key.kid, "typ": "JWT"}
     if jku:
@@ -267,10 +267,12 @@ def hook_request(hook: str, pid: str, *, prefetch: dict[str, Any] | None = None,
 
 
 def comparable(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cards without their per-call uuids (card and suggestion), for comparing two runs."""
+    """Cards without what differs per call: uuids and the ``authoredOn`` (now) of suggested resources."""
     clean = json.loads(json.dumps(cards))
     for card in clean:
         card.pop("uuid", None)
         for suggestion in card.get("suggestions", []):
             suggestion.pop("uuid", None)
+            for action in suggestion.get("actions", []):
+                (action.get("resource") or {}).pop("authoredOn", None)
     return clean

@@ -1,0 +1,234 @@
+"""HTTP latency benchmark: the real ``cds serve`` in a subprocess, the Synthea bundles as prefetch.
+
+Each bundle is posted as one prefetch value (the other template keys null: "no data") to every hook's
+service, ``iterations`` times, from ``concurrency`` client threads with keep-alive connections.
+Reported per hook: p50/p95/p99/mean/max latency in ms as the client sees it (JSON encoding of the
+request excluded, reading the response included) and overall requests/s; with ``baseline`` the same
+payloads are also evaluated in-process (no HTTP) so the HTTP/DB overhead is visible.
+
+Run: ``python -m cds.service.bench_http [--iterations 5] [--concurrency 1] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["DEFAULT_BUNDLES", "build_requests", "percentile", "run_benchmark"]
+
+DEFAULT_BUNDLES = Path("/work/shared/data/synthea-r4")
+SERVICES = {"patient-view": "sir-patient-view", "order-select": "sir-order-select", "order-sign": "sir-order-sign"}
+_INSTANCE = "00000000-0000-4000-8000-000000000000"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _patient_id(bundle: dict[str, Any]) -> str:
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") == "Patient" and resource.get("id"):
+            return resource["id"]
+    raise ValueError("bundle has no Patient")
+
+
+def _draft_order(patient_id: str) -> dict[str, Any]:
+    """A draft metformin order (first RxNorm code of the shipped metformin value set)."""
+    from cds.valuesets import load_valuesets
+
+    code = load_valuesets()["metformin"].codes_for("RXNORM")[0]
+    return {"resourceType": "MedicationRequest", "id": "bench-draft-1", "status": "draft", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                      "code": code}]},
+            "subject": {"reference": f"Patient/{patient_id}"}}
+
+
+def build_requests(bundle: dict[str, Any], hook: str, templates: dict[str, str]) -> dict[str, Any]:
+    """A CDS Hooks request for ``hook`` whose prefetch is the whole bundle (other keys null)."""
+    pid = _patient_id(bundle)
+    context: dict[str, Any] = {"userId": "Practitioner/bench", "patientId": pid}
+    if hook != "patient-view":
+        draft = _draft_order(pid)
+        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+        if hook == "order-select":
+            context["selections"] = [f"MedicationRequest/{draft['id']}"]
+    prefetch: dict[str, Any] = {key: None for key in templates}
+    prefetch["bundle"] = bundle
+    return {"hook": hook, "hookInstance": _INSTANCE, "context": context, "prefetch": prefetch}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(port: int, data_dir: Path, rulesets: Path | None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    args = [sys.executable, "-m", "cds.service", "--port", str(port), "--data-dir", str(data_dir),
+            "--log-level", "warning"]
+    if rulesets:
+        args += ["--rulesets", str(rulesets)]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/cds-services", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the server did not start:\n{process.communicate()[0]}")
+        time.sleep(0.1)
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    return {"n": len(latencies), "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99), "mean": statistics.fmean(latencies), "max": max(latencies)}
+
+
+def run_benchmark(
+    *,
+    bundles_dir: Path = DEFAULT_BUNDLES,
+    iterations: int = 5,
+    concurrency: int = 1,
+    hooks: Sequence[str] = tuple(SERVICES),
+    rulesets: Path | None = None,
+    limit: int | None = None,
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """Start the server, post every bundle to every hook ``iterations`` times, return the figures."""
+    paths = sorted(bundles_dir.glob("*.json"))[:limit]
+    if not paths:
+        raise FileNotFoundError(f"no *.json bundles in {bundles_dir}")
+    bundles = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="cds-bench-") as data_dir:
+        server = _start_server(port, Path(data_dir), rulesets)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            services = {s["hook"]: s for s in httpx.get(f"{base}/cds-services").json()["services"]}
+            # Pre-encode each request once; only the hookInstance changes between posts.
+            jobs: list[tuple[str, bytes]] = []
+            for hook in hooks:
+                for bundle in bundles:
+                    body = json.dumps(build_requests(bundle, hook, services[hook]["prefetch"])).encode()
+                    jobs.append((hook, body))
+            latencies: dict[str, list[float]] = {hook: [] for hook in hooks}
+            errors: dict[str, int] = {hook: 0 for hook in hooks}
+            cards: dict[str, int] = {hook: 0 for hook in hooks}
+            work = [job for _ in range(iterations) for job in jobs]
+
+            def worker(share: list[tuple[str, bytes]]) -> list[tuple[str, float, int, int]]:
+                out = []
+                with httpx.Client(base_url=base, timeout=120,
+                                  headers={"content-type": "application/json"}) as client:
+                    for hook, body in share:
+                        payload = body.replace(_INSTANCE.encode(), str(uuid.uuid4()).encode(), 1)
+                        started = time.perf_counter()
+                        response = client.post(f"/cds-services/{SERVICES[hook]}", content=payload)
+                        n_cards = len(response.json().get("cards", [])) if response.status_code == 200 else 0
+                        out.append((hook, (time.perf_counter() - started) * 1000, response.status_code, n_cards))
+                return out
+
+            # warm-up: one request per hook (imports, caches, SQLite file)
+            worker([next(job for job in jobs if job[0] == hook) for hook in hooks])
+            shares = [work[i::concurrency] for i in range(concurrency)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as pool:
+                results = [r for batch in pool.map(worker, shares) for r in batch]
+            wall = time.perf_counter() - started
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    for hook, ms, status, n_cards in results:
+        latencies[hook].append(ms)
+        if status != 200:
+            errors[hook] += 1
+        cards[hook] += n_cards
+    report: dict[str, Any] = {
+        "bundles": len(bundles), "iterations": iterations, "concurrency": concurrency,
+        "requests": len(results), "seconds": wall, "requests_per_s": len(results) / wall,
+        "hooks": {hook: {**_summary(latencies[hook]), "errors": errors[hook],
+                         "cards_per_request": cards[hook] / len(latencies[hook])} for hook in hooks},
+    }
+    if baseline:
+        report["engine_only"] = _baseline(bundles, hooks, rulesets, services)
+    return report
+
+
+def _baseline(bundles: list[dict[str, Any]], hooks: Sequence[str], rulesets: Path | None,
+              services: dict[str, Any]) -> dict[str, Any]:
+    """The same requests evaluated in-process once each: what the HTTP layer adds is the difference."""
+    from cds.engine import Engine
+
+    engine = Engine.load(rulesets)
+    out: dict[str, Any] = {}
+    for hook in hooks:
+        times = []
+        for bundle in bundles:
+            request = build_requests(bundle, hook, services[hook]["prefetch"])
+            started = time.perf_counter()
+            engine.evaluate(request, hook=hook)
+            times.append((time.perf_counter() - started) * 1000)
+        out[hook] = _summary(times)
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"{report['bundles']} Synthea bundles x {report['iterations']} iterations, "
+             f"{report['concurrency']} client(s): {report['requests']} requests in {report['seconds']:.1f} s "
+             f"= {report['requests_per_s']:.1f} requests/s",
+             f"{'hook':<14}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean':>9}{'max':>9}{'errors':>8}"
+             f"{'engine p50':>12}"]
+    for hook, row in report["hooks"].items():
+        engine = report.get("engine_only", {}).get(hook, {}).get("p50")
+        engine_text = "-" if engine is None else f"{engine:.1f}"
+        lines.append(f"{hook:<14}{row['p50']:>9.1f}{row['p95']:>9.1f}{row['p99']:>9.1f}{row['mean']:>9.1f}"
+                     f"{row['max']:>9.1f}{row['errors']:>8}{engine_text:>12}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cds.service.bench_http", description=__doc__.split("\n")[0])
+    parser.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES, help="folder of FHIR R4 Bundles")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--hooks", nargs="+", default=list(SERVICES), choices=list(SERVICES))
+    parser.add_argument("--rulesets", type=Path, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N bundles")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the in-process engine timing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = run_benchmark(bundles_dir=args.bundles, iterations=args.iterations, concurrency=args.concurrency,
+                           hooks=args.hooks, rulesets=args.rulesets, limit=args.limit,
+                           baseline=not args.no_baseline)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 1 if any(row["errors"] for row in report["hooks"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
