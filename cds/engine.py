@@ -29,7 +29,7 @@ from typing import Any
 
 from durable import engine as durable_engine
 
-from cds._exceptions import EngineError
+from cds._exceptions import EngineError, RulesetError
 from cds.cards.models import Card, CdsResponse
 from cds.cards.render import render_card
 from cds.facts.build import build_facts
@@ -38,7 +38,8 @@ from cds.facts.models import PatientFacts
 from cds.fhir.dates import parse_now
 from cds.fhir.ingest import PatientRecord, ingest
 from cds.fhir.validation import resource_label
-from cds.rules.compile import PATIENT_KIND, compile_rules
+from cds.rules.compile import PATIENT_KIND, compile_definition_layers, compile_rules, referenced_facts
+from cds.rules.conditions import definition_fact
 from cds.rules.loader import LoadedRule, RuleSet, load_ruleset
 from cds.rules.schema import INDICATOR_RANK
 
@@ -75,7 +76,7 @@ class Evaluation:
 
 
 class CompiledRules:
-    """One RuleSet registered in its own durable_rules Host."""
+    """One RuleSet registered in its own durable_rules Host: definition layers, then the rules."""
 
     def __init__(self, ruleset: RuleSet, *, include_drafts: bool = False) -> None:
         self.ruleset = ruleset
@@ -84,10 +85,27 @@ class CompiledRules:
         ]
         self.name = f"sir_{ruleset.digest}_{next(_NAMES)}"
         self._fired: list[tuple[str, str, int]] = []
-        definition = compile_rules(self.rules, self._action_for, self._noop)
+        try:
+            layers = compile_definition_layers(ruleset.definition_nodes, self._definition_action, self._noop)
+            self.layers: list[tuple[str, list[str]]] = [
+                (f"{self.name}_d{i}", names) for i, (names, _definition) in enumerate(layers)
+            ]
+            rulesets = {f"{self.name}_d{i}": definition for i, (_names, definition) in enumerate(layers)}
+            rulesets[self.name] = compile_rules(self.rules, self._action_for, self._noop)
+            # each pass receives only the facts its rules test (durable_rules caps properties per fact)
+            self._inputs = {name: frozenset(referenced_facts(definition)) for name, definition in rulesets.items()}
+        except ValueError as exc:
+            raise RulesetError(f"rules cannot be compiled for durable_rules: {exc}") from exc
         with ENGINE_LOCK:
             self.host = _QuietHost()
-            self.host.set_rulesets({self.name: definition})
+            self.host.set_rulesets(rulesets)
+
+    def _definition_action(self, name: str) -> Any:
+        def action(c: Any) -> None:
+            self._fired.append((c.m["sid"], name, -1))
+
+        action.__name__ = f"infer_{name}"
+        return action
 
     def _action_for(self, rule_id: str, index: int) -> Any:
         def action(c: Any) -> None:
@@ -100,33 +118,52 @@ class CompiledRules:
     def _noop(c: Any) -> None:
         return None
 
-    def match(self, values: dict[str, Any]) -> dict[str, list[int]]:
-        """Assert one patient fact in a fresh sid and return the matched (rule id -> card indexes)."""
+    def _assert(self, ruleset_name: str, fact: dict[str, Any]) -> list[tuple[str, int]]:
+        """Assert one fact in a fresh sid of ``ruleset_name``; what fired; the sid is always deleted."""
         sid = uuid.uuid4().hex
-        fact = {**values, "kind": PATIENT_KIND, "id": "patient", "sid": sid}
-        with ENGINE_LOCK:
+        inputs = self._inputs[ruleset_name]
+        projected = {key: value for key, value in fact.items() if key in inputs}
+        projected.update(kind=PATIENT_KIND, id="patient", sid=sid)
+        self._fired.clear()
+        try:
+            state = self.host.assert_fact(ruleset_name, projected)
+            if isinstance(state, dict) and state.get("exception"):
+                raise EngineError(f"a rule action failed: {state['exception']}")
+            return [(name, index) for s, name, index in self._fired if s == sid]
+        except EngineError:
+            raise
+        except Exception as exc:  # durable raises bare Exception subclasses
+            raise EngineError(f"durable_rules failed: {type(exc).__name__}: {exc}") from exc
+        finally:
             self._fired.clear()
             try:
-                state = self.host.assert_fact(self.name, fact)
-                if isinstance(state, dict) and state.get("exception"):
-                    raise EngineError(f"a rule action failed: {state['exception']}")
-                fired = [(rule_id, index) for s, rule_id, index in self._fired if s == sid]
-            except EngineError:
-                raise
-            except Exception as exc:  # durable raises bare Exception subclasses
-                raise EngineError(f"durable_rules failed: {type(exc).__name__}: {exc}") from exc
-            finally:
-                self._fired.clear()
-                try:
-                    self.host.delete_state(self.name, sid)
-                except Exception as exc:  # pragma: no cover - would mean a leaked sid
-                    log.error("could not delete durable_rules state %s: %s", sid, exc)
+                self.host.delete_state(ruleset_name, sid)
+            except Exception as exc:  # pragma: no cover - would mean a leaked sid
+                log.error("could not delete durable_rules state %s/%s: %s", ruleset_name, sid, exc)
+
+    def infer(self, values: dict[str, Any]) -> dict[str, bool]:
+        """Run the definition layers: ``def_<name>`` -> truth, for every definition."""
+        fact = {**values, "kind": PATIENT_KIND, "id": "patient"}
+        inferred: dict[str, bool] = {}
+        with ENGINE_LOCK:
+            for ruleset_name, names in self.layers:
+                held = {name for name, _ in self._assert(ruleset_name, fact)}
+                for name in names:
+                    inferred[definition_fact(name)] = name in held
+                fact.update(inferred)
+        return inferred
+
+    def match(self, values: dict[str, Any]) -> tuple[dict[str, list[int]], dict[str, bool]]:
+        """Infer the definitions, then match the rules: (rule id -> card indexes, def_* truths)."""
+        with ENGINE_LOCK:
+            inferred = self.infer(values)
+            fired = self._assert(self.name, {**values, **inferred, "kind": PATIENT_KIND, "id": "patient"})
         matched: dict[str, list[int]] = {}
         for rule_id, index in fired:
             matched.setdefault(rule_id, [])
             if index not in matched[rule_id]:
                 matched[rule_id].append(index)
-        return matched
+        return matched, inferred
 
 
 class Engine:
@@ -169,7 +206,8 @@ class Engine:
         t_facts = time.perf_counter()
         matched: dict[str, list[int]] = {}
         if not facts.deceased:
-            matched = self.compiled.match(facts.values)
+            matched, inferred = self.compiled.match(facts.values)
+            facts.definitions = inferred
         else:
             facts.notes.append("patient is deceased: no cards")
         t_match = time.perf_counter()

@@ -126,6 +126,7 @@ class PatientFacts(BaseModel):
     ignored: list[IgnoredValue] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     values: dict[str, FactValue] = Field(default_factory=dict)
+    definitions: dict[str, bool] = Field(default_factory=dict)  # def_<name> -> inferred by the engine
 
 
 def _fmt(value: float) -> str:

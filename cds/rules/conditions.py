@@ -28,7 +28,10 @@ from cds.facts.build import fact_key
 from cds.facts.models import FactSpec, fmt_number
 from cds.units import UnitError, convert, normalise_unit_text
 
-__all__ = ["All", "AnyOf", "Compare", "ConditionParser", "Node", "Not", "ParseIssue", "Ref"]
+__all__ = [
+    "All", "AnyOf", "Compare", "ConditionParser", "Node", "Not", "ParseIssue", "Ref",
+    "definition_fact", "references",
+]
 
 DAYS_PER_MONTH = 30.4375  # windows "within N months" on recorded dates: average Gregorian month
 _OPS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
@@ -62,6 +65,24 @@ class Node:
 
     def facts(self) -> set[str]:
         raise NotImplementedError("The 'facts' method must be implemented.")
+
+
+def definition_fact(name: str) -> str:
+    """The boolean fact that carries a definition's truth into later passes: ``def_<name>``."""
+    return f"def_{name}"
+
+
+def references(node: Node | None) -> set[str]:
+    """Names of the definitions ``node`` refers to directly (not through other definitions)."""
+    if node is None:
+        return set()
+    if isinstance(node, Ref):
+        return {node.name}
+    if isinstance(node, (All, AnyOf)):
+        return set().union(*(references(item) for item in node.items)) if node.items else set()
+    if isinstance(node, Not):
+        return references(node.item)
+    return set()
 
 
 @dataclass
@@ -197,11 +218,14 @@ class Ref(Node):
     inner: Node
 
     def compile(self, negate: bool = False) -> dict[str, Any]:
-        return self.inner.compile(negate)
+        # A definition is inferred by durable_rules in an earlier pass (compile.py) and arrives as a
+        # boolean fact, so referring to it - or to its negation - costs one test, not its whole tree.
+        return {definition_fact(self.name): not negate}
 
     def evaluate(self, values: dict[str, Any]) -> tuple[bool, str | None]:
         ok, why = self.inner.evaluate(values)
         return ok, (None if ok else f"{self.name}: {why}")
+
 
     def describe(self) -> str:
         return self.name

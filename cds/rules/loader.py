@@ -81,6 +81,7 @@ class RuleSet:
     rules: list[LoadedRule]
     digest: str
     issues: list[Issue] = field(default_factory=list)
+    definition_nodes: dict[str, Node] = field(default_factory=dict)  # name -> parsed condition
 
     def rule(self, rule_id: str) -> LoadedRule:
         for rule in self.rules:
@@ -195,7 +196,8 @@ def load_ruleset(directory: Path | None = None, *, strict: bool = True) -> RuleS
         issues.append(Issue(str(rules_dir), 1, None, "no rule files found"))
 
     ruleset = RuleSet(directory=directory, valuesets=valuesets, labs=labs, catalog=catalog,
-                      definitions=definitions, rules=rules, digest=_digest(directory), issues=issues)
+                      definitions=definitions, rules=rules, digest=_digest(directory), issues=issues,
+                      definition_nodes=dict(base._resolved))
     from cds.rules.validators import run_validators  # late import: validators render templates
 
     ruleset.issues += run_validators(ruleset)
