@@ -203,7 +203,7 @@ def test_two_thousand_evaluations_without_growth_or_failure(engine: Engine, base
 
 def test_concurrent_evaluations_match_serial_results(engine: Engine, baseline) -> None:
     threads, per_thread = 8, 100
-    order = _schedule(quiet_between=4)
+    order = _schedule(quiet_between=9)
     start = threading.Barrier(threads)
 
     def worker(offset: int) -> list[tuple[str, bool]]:
