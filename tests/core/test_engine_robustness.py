@@ -22,7 +22,6 @@ from cds.rules.compile import PATIENT_KIND
 
 from .conftest import (
     BMI,
-    FASTING_INSULIN,
     INSULIN_GLARGINE_SCD,
     INSULIN_RANDOM,
     METFORMIN_SCD,
