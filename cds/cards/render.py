@@ -8,6 +8,7 @@ creates or updates is validated with fhir.resources (R4B) before it leaves the e
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from typing import Any
 
@@ -107,9 +108,15 @@ def template_context(facts: PatientFacts, thresholds: dict[str, Any], rule: Any)
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(template: str) -> Any:
+    """Templates are compiled once (a Jinja compile costs ~1 ms; a render ~20 us)."""
+    return _ENV.from_string(template)
+
+
 def render_text(template: str, context: dict[str, Any], where: str) -> str:
     try:
-        return _ENV.from_string(template).render(context)
+        return _compiled(template).render(context)
     except TemplateError as exc:
         raise EngineError(f"{where}: template error: {exc}") from exc
 

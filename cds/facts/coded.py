@@ -6,7 +6,8 @@ semantics follow pathways.md section 1:
 
 * Condition: verificationStatus refuted / entered-in-error never counts. "active" = clinicalStatus
   active, recurrence or relapse, or absent. "history" = any clinical status (resolved, inactive...).
-* MedicationRequest active or on-hold, MedicationStatement active = "active"; draft requests in
+* MedicationRequest active or on-hold, MedicationStatement active = "active" (a MedicationAdministration
+  only ever counts as "any", with its date, e.g. rituximab given in 24 months); draft requests in
   ``context.draftOrders`` = "drafted"; "any" = every status but entered-in-error.
 * AllergyIntolerance: not refuted / entered-in-error, clinicalStatus active or absent.
 * ServiceRequest: active or completed. DeviceRequest / SupplyRequest: active or drafted.
@@ -136,7 +137,7 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
         if kind != "drafted" and when is not None and when > now:
             return
         status = resource.get("status") or "unknown"
-        if status == "entered-in-error":
+        if status == "entered-in-error" or (resource.get("resourceType") == "MedicationAdministration" and status == "not-done"):
             return
         label = resource_label(resource)
         for vs_id in hits:
@@ -161,6 +162,8 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
         add_medication(resource, "record")
     for resource in record.of_type("MedicationStatement"):
         add_medication(resource, "record")
+    for resource in record.of_type("MedicationAdministration"):
+        add_medication(resource, "record")  # e.g. rituximab infusions: "given in 24 months", never "active"
     for resource in record.draft_orders:
         if resource.get("resourceType") == "MedicationRequest":
             if resource.get("status") == "draft":

@@ -24,7 +24,7 @@ from cds.facts.models import IgnoredValue, LabValue
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord
 from cds.fhir.validation import resource_label
-from cds.units import UnitError, canonical_unit, convert
+from cds.units import UnitError, canonical_unit, convert, normalise_unit_text
 
 __all__ = ["LabCatalog", "LabDefinition", "load_lab_catalog", "months_before", "observation_date"]
 
@@ -189,7 +189,10 @@ def _to_lab_value(
             ignored.append(IgnoredValue(fact=definition.name, resource=label, reason=str(exc)))
             return None
     comparator = quantity.get("comparator") or ""
-    original = f"{comparator}{quantity['value']} {quantity.get('unit') or unit or ''}".strip()
+    unchanged = abs(value - float(quantity["value"])) < 1e-9 and normalise_unit_text(unit) == normalise_unit_text(definition.unit)
+    original = "" if unchanged and not comparator else (
+        f"{comparator}{quantity['value']} {quantity.get('unit') or unit or ''}".strip()
+    )
     high = None
     ranges = observation.get("referenceRange") or []
     if ranges and isinstance(ranges[0], dict) and isinstance(ranges[0].get("high"), dict):

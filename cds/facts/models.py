@@ -56,8 +56,7 @@ class LabValue(BaseModel):
     def describe(self) -> str:
         """``228 pmol/L on 2026-01-03`` (plus the original value when it was converted)."""
         shown = f"{_fmt(self.value)} {self.unit}"
-        canonical_text = f"{_fmt(self.value)} {self.unit}"
-        if self.original and self.original.replace(" ", "") != canonical_text.replace(" ", ""):
+        if self.original:  # set only when the value was converted or carries a comparator
             shown += f" ({self.original})"
         return f"{shown} on {self.date.date().isoformat()}"
 
