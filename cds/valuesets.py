@@ -130,6 +130,11 @@ def _incoming_system(system: str | None) -> str | None:
     return _INCOMING_SYSTEMS.get(stripped) or SYSTEM_ALIASES.get(stripped.upper()) or stripped
 
 
+def canonical_system(system: str | None) -> str | None:
+    """Public form of :func:`_incoming_system`: the canonical URI for a system spelled in FHIR data."""
+    return _incoming_system(system)
+
+
 def _norm_code(system: str, code: str) -> str:
     """Normalised form used for comparison: ICD codes upper-case without dots, others stripped."""
     code = code.strip()

@@ -23,7 +23,7 @@ def cli(verbose: int) -> None:
 
     \b
     Examples:
-      cds evaluate fhir_samples/requests/sir-suspected-fires.json
+      cds evaluate fhir_samples/requests/sir-suspected-fasting-insulin-uiu.json
       cds evaluate patient-bundle.json --hook order-sign --now 2026-06-01
       cds serve --port 8000
     """

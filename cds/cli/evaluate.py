@@ -43,7 +43,7 @@ def evaluate(path: Path, hook: str | None, now: str | None, rulesets: Path | Non
 
     \b
     Examples:
-      cds evaluate fhir_samples/requests/patient-view-sir-suspected.json
+      cds evaluate fhir_samples/requests/sir-suspected-fasting-insulin-uiu.json
       cds evaluate bundle.json --hook order-sign --now 2026-06-01
     Exit status: 0 with the response on stdout; 2 when the file is unusable (the message names the
     file and the problem); 3 when the rulesets do not load.

@@ -241,12 +241,8 @@ def build_facts(
             active = [i for i in items if i.status in ("active", "recurrence", "relapse", "active (no clinicalStatus)")]
             values[fact_key(vs_id, "active")] = bool(active)
             values[fact_key(vs_id, "history")] = bool(items)
-            dated = [i.date for i in items if i.date is not None]
-            if dated:
-                values[fact_key(vs_id, "days")] = (now - max(dated)).days
-            dated_active = [i.date for i in active if i.date is not None]
-            if dated_active:
-                values[fact_key(vs_id, "active_days")] = (now - max(dated_active)).days
+            _set_days(values, fact_key(vs_id, "days"), [i.date for i in items], now)
+            _set_days(values, fact_key(vs_id, "active_days"), [i.date for i in active], now)
         elif vs.kind == "medication":
             items = coded.medications.get(vs_id, [])
             # pathways.md 1: MedicationRequest active or on-hold; MedicationStatement active only
@@ -257,16 +253,12 @@ def build_facts(
             )
             values[fact_key(vs_id, "drafted")] = any(i.drafted for i in items)
             values[fact_key(vs_id, "any")] = any(not i.drafted for i in items)
-            dated = [i.date for i in items if i.date is not None and not i.drafted]
-            if dated:
-                values[fact_key(vs_id, "days")] = (now - max(dated)).days
+            _set_days(values, fact_key(vs_id, "days"), [i.date for i in items if not i.drafted], now)
             values[fact_key(vs_id, "allergy")] = bool(coded.allergies.get(vs_id))
         elif vs.kind == "procedure":
             items = coded.procedures.get(vs_id, [])
             values[fact_key(vs_id, "active")] = bool(items)
-            dated = [i.date for i in items if i.date is not None]
-            if dated:
-                values[fact_key(vs_id, "days")] = (now - max(dated)).days
+            _set_days(values, fact_key(vs_id, "days"), [i.date for i in items], now)
         elif vs.kind == "device":
             values[fact_key(vs_id, "active")] = bool(coded.devices.get(vs_id))
 
@@ -333,6 +325,16 @@ def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, value
         if not (codes & U500_PEN_CODES) and not _PEN_TEXT.search(names):
             vial = True
     values["insulin_u500_vial"] = vial
+
+
+def _set_days(values: dict[str, FactValue], key: str, dates: list[datetime | None], now: datetime) -> None:
+    """Days since the latest of ``dates``; left unknown when there is none or when one is undated.
+
+    An undated record may be recent, so "within N months" must not rule it out: the condition
+    compiler treats unknown days as inside any window (an undated active pregnancy still counts).
+    """
+    if dates and all(d is not None for d in dates):
+        values[key] = (now - max(d for d in dates if d is not None)).days
 
 
 def _is_active(resource: dict[str, Any]) -> bool:

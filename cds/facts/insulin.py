@@ -139,16 +139,18 @@ def compute_insulin_dose(
 ) -> InsulinDose:
     """TDD over active insulins (each product once), with drafted insulins added for ``tdd_with_drafts``."""
     result = InsulinDose(weight=weight)
-    seen: set[str] = set()
+    requested: set[str] = set()
     total: float | None = 0.0
     for resource, concept in sorted(
         active, key=lambda pair: pair[0].get("resourceType") != "MedicationRequest"
     ):
         key = _product_key(concept)
-        if key and key in seen:
-            result.items.append(f"{resource_label(resource)}: same product already counted")
+        if resource.get("resourceType") == "MedicationRequest":
+            requested.add(key)  # two requests for one product are two doses (e.g. 20 U + 10 U glargine)
+        elif key and key in requested:
+            # a statement describing a product already requested is the same regimen: count it once
+            result.items.append(f"{resource_label(resource)}: same product already counted (an active request describes it)")
             continue
-        seen.add(key)
         units, how = dose_per_day(resource)
         if units is None:
             result.unknown_reasons.append(f"{resource_label(resource)}: {how}")

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cds._exceptions import RulesetError
+from cds.valuesets import canonical_system
 from cds.facts.models import IgnoredValue, LabValue
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord
@@ -68,7 +69,11 @@ class LabCatalog:
         found: list[tuple[str, re.Pattern[str] | None]] = []
         for coding in (observation.get("code") or {}).get("coding") or []:
             if isinstance(coding, dict):
-                found.extend(self.by_code.get((coding.get("system"), coding.get("code")), ()))
+                system = coding.get("system")
+                hits = self.by_code.get((system, coding.get("code")))
+                if hits is None and isinstance(system, str):  # urn:oid / alias spellings of LOINC
+                    hits = self.by_code.get((canonical_system(system), coding.get("code")))
+                found.extend(hits or ())
         return found
 
 
@@ -266,7 +271,9 @@ def select_labs(
         items.sort(key=lambda pair: pair[0], reverse=True)
         best: LabValue | None = None
         for when, observation in items:
-            in_window = cutoff is None or when >= cutoff
+            # by calendar date: a value dated "2025-11-01" is inside a 12-month window on 2026-11-01
+            # whatever the time of day of "now"
+            in_window = cutoff is None or when.date() >= cutoff.date()
             if definition.aggregate == "min" and not in_window:
                 break
             record.validate(observation)

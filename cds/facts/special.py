@@ -40,7 +40,7 @@ def find_nyha_class(record: PatientRecord, now: datetime) -> tuple[int | None, C
         if NYHA_LOINC not in codes:
             continue
         when = observation_date(observation)
-        if when is None or when > now or when < cutoff:
+        if when is None or when > now or when.date() < cutoff.date():
             continue
         record.validate(observation)
         if observation.get("status") not in USABLE_STATUSES:

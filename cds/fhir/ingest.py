@@ -278,10 +278,13 @@ def ingest(payload: Any, *, hook: str | None = None, where: str = "input") -> Pa
 
     draft_orders: list[dict[str, Any]] = []
     if is_request:
-        for resource, _url in draft_pairs:
+        for resource, full_url in draft_pairs:
             rtype = resource["resourceType"]
             if rtype == "Medication":
-                medications[f"Medication/{resource.get('id')}"] = resource
+                if resource.get("id"):
+                    medications[f"Medication/{resource['id']}"] = resource
+                if full_url:
+                    medications[full_url] = resource
             elif rtype in RELEVANT_TYPES and rtype != "Patient":
                 draft_orders.append(resource)
     elif hook != "patient-view":

@@ -448,7 +448,12 @@ class ConditionParser:
             if day_fact not in self.catalog:
                 self._fail(location + ("within",), f"{kind} value set {vs_id!r} has no dates to window")
                 return None
-            node = All([node, Compare(day_fact, "lte", float(days), "number", str(data["within"]))])
+            # An undated record may be recent: unknown days count as inside the window (safe for the
+            # exclusions that use windows: pregnancy, recent hypoglycaemia, rituximab, referral).
+            node = All([node, AnyOf([
+                Compare(day_fact, "lte", float(days), "number", str(data["within"])),
+                Compare(f"{day_fact}_known", "eq", False, "bool", "false", f"{day_fact} undated"),
+            ])])
         return node
 
     def _definition(self, name: str, location: tuple[str | int, ...]) -> Node | None:

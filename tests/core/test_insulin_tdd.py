@@ -190,3 +190,9 @@ def test_administrations_per_day_without_timing() -> None:
     assert administrations_per_day(None) is None
     assert administrations_per_day({}) is None
     assert administrations_per_day({"code": {"text": "bid"}}) == 2
+
+
+def test_two_requests_for_one_product_are_two_doses(facts) -> None:
+    """pathways.md 1 de-duplicates a request + statement pair only: two orders are two regimens."""
+    value, _ = tdd(facts, insulin(daily(20), rid="mr1"), insulin(daily(10), rid="mr2"))
+    assert value == 30.0
