@@ -85,9 +85,23 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
     click.echo(f"cds serve: {scheme}://{host}:{port}/cds-services, rulesets {engine.digest}, {mode}", err=True)
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, server_header=False, workers=None,
+        log_config=_log_config(),
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
+
+
+def _log_config() -> dict:
+    """uvicorn's logging config with the token-redacting filter on every handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": "cds.service.redact.RedactingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    return config
 
 
 command = serve

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -39,7 +40,7 @@ _INSTANCE = "00000000-0000-4000-8000-000000000000"
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -127,7 +128,7 @@ def run_benchmark(
         server = _start_server(port, Path(data_dir), rulesets)
         try:
             base = f"http://127.0.0.1:{port}"
-            services = {s["hook"]: s for s in httpx.get(f"{base}/cds-services").json()["services"]}
+            services = {s["hook"]: s for s in httpx.get(f"{base}/cds-services", timeout=60).json()["services"]}
             # Pre-encode each request once; only the hookInstance changes between posts.
             jobs: list[tuple[str, bytes]] = []
             for hook in hooks:

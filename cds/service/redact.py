@@ -62,7 +62,11 @@ _FILTER = RedactingFilter()
 
 
 def install_log_redaction(*logger_names: str) -> None:
-    """Attach the filter to the service's loggers and to every handler of the root logger."""
+    """Attach the filter to named loggers and to every handler of the root logger.
+
+    A logger's filters do not apply to records of its children, so the root handlers carry the
+    filter for ``cds.*`` records; ``cds serve`` also puts it on uvicorn's handlers (its log config).
+    """
     for name in logger_names or ("cds", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:

@@ -22,7 +22,7 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     """The built-in rulesets, loaded once (they are immutable once loaded)."""
-    import os; return Engine.load(Path(os.environ["CDS_TEST_RULESETS"]) if os.environ.get("CDS_TEST_RULESETS") else None)  # TEMP
+    return Engine.load()
 
 
 @pytest.fixture(scope="session")

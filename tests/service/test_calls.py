@@ -59,9 +59,13 @@ def test_each_hook_answers_what_the_engine_answers(service, engine, hook):
     response = service.client.post(f"/cds-services/{SERVICES[hook]}", json=body)
     assert response.status_code == 200, response.text
     direct = engine.evaluate(body, hook=hook).response.to_json()
-    assert comparable(response.json()["cards"]) == comparable(direct["cards"])
-    if hook == "patient-view":
-        assert response.json()["cards"], "the patient-view rules fire for this patient"
+    cards = response.json()["cards"]
+    assert comparable(cards) == comparable(direct["cards"])
+    # this patient (high insulin, no eGFR) with a draft metformin order gets cards on every hook,
+    # each from a rule the discovery document lists for that hook
+    assert cards
+    rule_ids = service.state.holder.current().catalog[SERVICES[hook]].rule_ids
+    assert {c["source"]["topic"]["code"] for c in cards} <= set(rule_ids)
 
 
 def test_no_prefetch_is_fetched_from_the_fhir_server_with_the_bearer_token(service, fhir):
@@ -303,3 +307,27 @@ def test_response_is_json_with_cards_only_for_order_sign(service, engine):
     assert response.headers["content-type"].startswith("application/json")
     assert set(response.json()) <= {"cards", "systemActions"}
     json.dumps(response.json())
+
+
+def test_paging_stops_at_the_bound_and_says_so(start_service, fhir):
+    base, store = fhir
+    bounded = start_service(fhir_max_pages=2)
+    store.add_patient("p17", patient_resources("p17", extra_observations=8))  # 10 observations, 5 pages of 2
+    body = hook_request("patient-view", "p17", fhir_server=base)
+    response = bounded.client.post("/cds-services/sir-patient-view", json=body)
+    assert response.status_code == 200, response.text
+    assert len([r for r in store.requests if r["path"].endswith("/Observation")]) == 2
+    from sqlalchemy import select
+
+    from cds.service.models import CallRecord
+
+    with bounded.state.sessions() as session:
+        call = session.execute(select(CallRecord).where(CallRecord.hook_instance == body["hookInstance"])).scalar_one()
+    assert any("stopped after 2 pages" in note for note in call.notes)
+    assert "observations" in call.fetched_keys
+
+
+def test_400_json_constants_are_not_json(service):
+    response = post_raw(service, b'{"hook": "patient-view", "x": NaN}')
+    assert response.status_code == 400
+    assert "NaN" in outcome(response)["diagnostics"]

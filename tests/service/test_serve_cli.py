@@ -49,7 +49,7 @@ def test_serve_starts_serves_and_stops(tmp_path: Path):
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     args = [sys.executable, "-m", "cds.service", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-            "--log-level", "warning"] + (["--rulesets", os.environ["CDS_TEST_RULESETS"]] if os.environ.get("CDS_TEST_RULESETS") else [])  # TEMP
+            "--log-level", "warning"]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -26,12 +26,22 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+class _Constant(ValueError):
+    """NaN / Infinity: accepted by Python's json, not by RFC 8259."""
+
+
+def _no_constants(name: str) -> Any:
+    raise _Constant(f"{name} is not allowed in JSON (RFC 8259)")
+
+
 def parse_json_body(raw: bytes) -> Any:
     if not raw.strip():
         raise BadRequest("the request body is empty; a JSON object is required")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _Constant as exc:
+        raise BadRequest(f"the request body is not JSON: {exc}") from None
