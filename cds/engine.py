@@ -84,14 +84,15 @@ class CompiledRules:
             r for r in ruleset.rules if r.spec.status == "active" or (include_drafts and r.spec.status == "draft")
         ]
         self.name = f"sir_{ruleset.digest}_{next(_NAMES)}"
-        self._fired: list[tuple[str, str, int]] = []
+        # (sid, what fired): ("def", name) | ("card", rule_id, index) | ("suggestion", rule_id, index, n)
+        self._fired: list[tuple[str, tuple[Any, ...]]] = []
         try:
             layers = compile_definition_layers(ruleset.definition_nodes, self._definition_action, self._noop)
             self.layers: list[tuple[str, list[str]]] = [
                 (f"{self.name}_d{i}", names) for i, (names, _definition) in enumerate(layers)
             ]
             rulesets = {f"{self.name}_d{i}": definition for i, (_names, definition) in enumerate(layers)}
-            rulesets[self.name] = compile_rules(self.rules, self._action_for, self._noop)
+            rulesets[self.name] = compile_rules(self.rules, self._action_for, self._noop, self._suggestion_action)
             # each pass receives only the facts its rules test (durable_rules caps properties per fact)
             self._inputs = {name: frozenset(referenced_facts(definition)) for name, definition in rulesets.items()}
         except ValueError as exc:
@@ -102,23 +103,30 @@ class CompiledRules:
 
     def _definition_action(self, name: str) -> Any:
         def action(c: Any) -> None:
-            self._fired.append((c.m["sid"], name, -1))
+            self._fired.append((c.m["sid"], ("def", name)))
 
         action.__name__ = f"infer_{name}"
         return action
 
     def _action_for(self, rule_id: str, index: int) -> Any:
         def action(c: Any) -> None:
-            self._fired.append((c.m["sid"], rule_id, index))
+            self._fired.append((c.m["sid"], ("card", rule_id, index)))
 
         action.__name__ = f"fire_{rule_id.replace('-', '_')}_{index}"
+        return action
+
+    def _suggestion_action(self, rule_id: str, index: int, number: int) -> Any:
+        def action(c: Any) -> None:
+            self._fired.append((c.m["sid"], ("suggestion", rule_id, index, number)))
+
+        action.__name__ = f"offer_{rule_id.replace('-', '_')}_{index}_{number}"
         return action
 
     @staticmethod
     def _noop(c: Any) -> None:
         return None
 
-    def _assert(self, ruleset_name: str, fact: dict[str, Any]) -> list[tuple[str, int]]:
+    def _assert(self, ruleset_name: str, fact: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Assert one fact in a fresh sid of ``ruleset_name``; what fired; the sid is always deleted."""
         sid = uuid.uuid4().hex
         inputs = self._inputs[ruleset_name]
@@ -129,7 +137,7 @@ class CompiledRules:
             state = self.host.assert_fact(ruleset_name, projected)
             if isinstance(state, dict) and state.get("exception"):
                 raise EngineError(f"a rule action failed: {state['exception']}")
-            return [(name, index) for s, name, index in self._fired if s == sid]
+            return [key for s, key in self._fired if s == sid]
         except EngineError:
             raise
         except Exception as exc:  # durable raises bare Exception subclasses
@@ -147,23 +155,35 @@ class CompiledRules:
         inferred: dict[str, bool] = {}
         with ENGINE_LOCK:
             for ruleset_name, names in self.layers:
-                held = {name for name, _ in self._assert(ruleset_name, fact)}
+                held = {key[1] for key in self._assert(ruleset_name, fact)}
                 for name in names:
                     inferred[definition_fact(name)] = name in held
                 fact.update(inferred)
         return inferred
 
-    def match(self, values: dict[str, Any]) -> tuple[dict[str, list[int]], dict[str, bool]]:
-        """Infer the definitions, then match the rules: (rule id -> card indexes, def_* truths)."""
+    def match(self, values: dict[str, Any]) -> Match:
+        """Infer the definitions, then match the rules and the conditional suggestions."""
         with ENGINE_LOCK:
             inferred = self.infer(values)
             fired = self._assert(self.name, {**values, **inferred, "kind": PATIENT_KIND, "id": "patient"})
-        matched: dict[str, list[int]] = {}
-        for rule_id, index in fired:
-            matched.setdefault(rule_id, [])
-            if index not in matched[rule_id]:
-                matched[rule_id].append(index)
-        return matched, inferred
+        result = Match(definitions=inferred)
+        for key in fired:
+            if key[0] == "card":
+                indexes = result.cards.setdefault(key[1], [])
+                if key[2] not in indexes:
+                    indexes.append(key[2])
+            elif key[0] == "suggestion":
+                result.suggestions.add((key[1], key[2], key[3]))
+        return result
+
+
+@dataclass
+class Match:
+    """What durable_rules matched for one patient."""
+
+    cards: dict[str, list[int]] = field(default_factory=dict)  # rule id -> card indexes
+    suggestions: set[tuple[str, int, int]] = field(default_factory=set)  # (rule, card, suggestion) offered
+    definitions: dict[str, bool] = field(default_factory=dict)  # def_<name> -> truth
 
 
 class Engine:
@@ -205,9 +225,10 @@ class Engine:
         facts = self.facts_for(record, instant)
         t_facts = time.perf_counter()
         matched: dict[str, list[int]] = {}
+        offered: set[tuple[str, int, int]] = set()
         if not facts.deceased:
-            matched, inferred = self.compiled.match(facts.values)
-            facts.definitions = inferred
+            found = self.compiled.match(facts.values)
+            matched, offered, facts.definitions = found.cards, found.suggestions, found.definitions
         else:
             facts.notes.append("patient is deceased: no cards")
         t_match = time.perf_counter()
@@ -219,8 +240,11 @@ class Engine:
         cards: list[tuple[int, int, Card]] = []
         for rule_id, index in chosen.items():
             rule = self._rules[rule_id]
+            conditional = rule.suggestion_conditions[index] if rule.suggestion_conditions else []
+            withheld = {n for n, condition in enumerate(conditional)
+                        if condition is not None and (rule_id, index, n) not in offered}
             card = render_card(rule.spec, index, facts, raw_requests,
-                               global_thresholds=dict(self.ruleset.definitions.thresholds))
+                               global_thresholds=dict(self.ruleset.definitions.thresholds), withheld=withheld)
             cards.append((-INDICATOR_RANK[card.indicator], self._order[rule_id], card))
         cards.sort(key=lambda item: (item[0], item[1]))
         response = CdsResponse(cards=[c for _, _, c in cards])

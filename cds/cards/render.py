@@ -180,6 +180,7 @@ def render_card(
     *,
     global_thresholds: dict[str, Any],
     card_uuid: str | None = None,
+    withheld: set[int] | frozenset[int] = frozenset(),
 ) -> Card:
     """Render card ``card_index`` of ``rule`` (a RuleSpec) for this patient.
 
@@ -194,6 +195,8 @@ def render_card(
     detail = render_text(spec.detail, context, where).strip()
     suggestions = []
     for number, suggestion in enumerate(spec.suggestions):
+        if number in withheld:
+            continue  # its own `when` did not match (e.g. a lab test with a recent result)
         actions = _actions(suggestion, facts, raw_requests, context, where)
         if not actions:
             continue  # e.g. "delete the draft" on patient-view: nothing to delete

@@ -170,14 +170,27 @@ def compile_definition_layers(
 
 
 def compile_rules(
-    rules: list[LoadedRule], action_for: Callable[[str, int], Callable[[Any], None]], noop: Callable[[Any], None]
+    rules: list[LoadedRule],
+    action_for: Callable[[str, int], Callable[[Any], None]],
+    noop: Callable[[Any], None],
+    suggestion_action_for: Callable[[str, int, int], Callable[[Any], None]] | None = None,
 ) -> dict[str, Any]:
-    """The durable_rules JSON definition (with Python callables as actions) for these rules."""
+    """The durable_rules JSON definition (with Python callables as actions) for these rules.
+
+    A suggestion with its own ``when`` gets rules of its own (``<rule>#<card>#s<n>#<clause>``): it is
+    offered only when the engine matched that condition too.
+    """
     definition: dict[str, Any] = {}
     for rule in rules:
         for index in range(len(rule.spec.cards)):
             definition.update(
                 _single_pattern_rules(f"{rule.spec.id}#{index}", rule_condition(rule, index), action_for(rule.spec.id, index))
             )
+            conditions = rule.suggestion_conditions[index] if rule.suggestion_conditions else []
+            for number, condition in enumerate(conditions):
+                if condition is not None and suggestion_action_for is not None:
+                    definition.update(_single_pattern_rules(
+                        f"{rule.spec.id}#{index}#s{number}", condition, suggestion_action_for(rule.spec.id, index, number)
+                    ))
     definition[CATCH_ALL] = {"all": [{"m": {"kind": PATIENT_KIND}}], "run": noop}
     return definition

@@ -60,6 +60,7 @@ class LoadedRule:
     source: LoadedYaml
     when: Node | None
     card_conditions: list[Node | None]
+    suggestion_conditions: list[list[Node | None]] = field(default_factory=list)  # [card][suggestion]
     used_thresholds: set[str] = field(default_factory=set)
     used_valuesets: set[str] = field(default_factory=set)
     used_definitions: set[str] = field(default_factory=set)
@@ -182,6 +183,10 @@ def load_ruleset(directory: Path | None = None, *, strict: bool = True) -> RuleS
         parser = base.with_thresholds(dict(spec.thresholds))
         when = parser.parse(spec.when, ("when",))
         card_conditions = [parser.parse(card.when, ("cards", i, "when")) for i, card in enumerate(spec.cards)]
+        suggestion_conditions = [
+            [parser.parse(s.when, ("cards", i, "suggestions", j, "when")) for j, s in enumerate(card.suggestions)]
+            for i, card in enumerate(spec.cards)
+        ]
         for problem in parser.issues:
             issues.append(Issue(str(path), loaded.line_of(problem.location), spec.id, problem.message))
         for name in spec.thresholds:
@@ -189,6 +194,7 @@ def load_ruleset(directory: Path | None = None, *, strict: bool = True) -> RuleS
                 issues.append(Issue(str(path), loaded.line_of(("thresholds", name)), spec.id,
                                     f"threshold {name!r} is never used", severity="warning"))
         rules.append(LoadedRule(spec=spec, source=loaded, when=when, card_conditions=card_conditions,
+                                suggestion_conditions=suggestion_conditions,
                                 used_thresholds=set(parser.used_thresholds) | base.used_thresholds,
                                 used_valuesets=set(parser.used_valuesets) | base.used_valuesets,
                                 used_definitions=set(parser.used_definitions)))

@@ -77,6 +77,9 @@ class ActionSpec(_Strict):
 class SuggestionSpec(_Strict):
     label: str = Field(min_length=3)
     recommended: bool | None = None
+    when: ConditionData = Field(
+        default=None, description="offer this suggestion only when this condition also holds (e.g. no recent value)"
+    )
     actions: list[ActionSpec] = Field(min_length=1)
 
 
