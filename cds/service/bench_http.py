@@ -32,7 +32,8 @@ import httpx
 
 __all__ = ["DEFAULT_BUNDLES", "build_requests", "percentile", "run_benchmark"]
 
-DEFAULT_BUNDLES = Path("/work/shared/data/synthea-r4")
+# The 40 Synthea R4 bundles live in ../shared beside the repository checkout.
+DEFAULT_BUNDLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
 SERVICES = {"patient-view": "sir-patient-view", "order-select": "sir-order-select", "order-sign": "sir-order-sign"}
 _INSTANCE = "00000000-0000-4000-8000-000000000000"
 

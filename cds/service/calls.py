@@ -61,13 +61,14 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     loaded = state.holder.current()
     audit.ruleset_digest = loaded.digest
     service = loaded.catalog.get(service_id)
-    if service is None:
-        raise NotFound(f"no CDS service {service_id!r}; GET /cds-services lists them")
-    audit.hook = service.hook
+    unknown = NotFound(f"no CDS service {service_id!r}; GET /cds-services lists them")
+    # The body is kept (token redacted) whatever the outcome, even for an unknown service.
     try:
         payload = parse_json_body(raw)
     except BadRequest:
-        audit.request_raw = redact_text(raw[:_RAW_LIMIT].decode("utf-8", "replace"))
+        audit.request_raw = redact_text(raw[:_RAW_LIMIT].decode("utf-8", "replace")) or None
+        if service is None:
+            raise unknown from None
         raise
     audit.request = redact_request(payload)
     if isinstance(payload, dict):
@@ -75,6 +76,9 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         context = payload.get("context")
         if isinstance(context, dict) and isinstance(context.get("patientId"), str):
             audit.patient_id = context["patientId"][:200]
+    if service is None:
+        raise unknown
+    audit.hook = service.hook
     request = _validated(payload, service.hook)
 
     settings = state.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from cds.service.config import Settings
 
 from svc_support import FhirStore, ServerThread, fhir_app
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# The CI PostgreSQL server; CDS_TEST_PG_DSN points the tests at another one (libpq URL form).
+PG_DSN = os.environ.get("CDS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -51,19 +53,21 @@ def pg_url() -> Iterator[str]:
     try:
         import psycopg
 
-        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3, autocommit=True)
+        admin = psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True)
     except Exception as exc:  # no server, auth refused, database missing: say which
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, database test): {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_DSN} (CI: 127.0.0.1:5432, user postgres, database test): "
+                    f"{' '.join(str(exc).split())}")
     schema = f"cds_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        url = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     finally:
         admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs on SQLite and on PostgreSQL (skipped with a reason when absent)."""
     if request.param == "sqlite":

@@ -63,10 +63,11 @@ def test_failed_calls_are_audited_too(db_service):
     outcomes = [(r.outcome, r.http_status, r.service_id) for r in rows(db_service, CallRecord)]
     assert outcomes == [("bad-request", 400, "sir-patient-view"), ("precondition-failed", 412, "sir-patient-view"),
                         ("not-found", 404, "nope")]
-    first, second, _ = rows(db_service, CallRecord)
+    first, second, third = rows(db_service, CallRecord)
     assert first.request is None and first.request_raw == '{"hook": '
     assert second.request == missing and second.patient_id == "a2"
     assert "prefetch." in second.error
+    assert third.request == missing  # even a call to an unknown service keeps what it sent
 
 
 def test_feedback_round_trip(db_service, engine):
