@@ -72,7 +72,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         raise
     audit.request = redact_request(payload)
     if isinstance(payload, dict):
-        audit.hook_instance = payload.get("hookInstance") if isinstance(payload.get("hookInstance"), str) else None
+        instance = payload.get("hookInstance")
+        audit.hook_instance = instance[:100] if isinstance(instance, str) else None
         context = payload.get("context")
         if isinstance(context, dict) and isinstance(context.get("patientId"), str):
             audit.patient_id = context["patientId"][:200]
@@ -82,7 +83,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     request = _validated(payload, service.hook)
 
     settings = state.settings
-    assert state.fhir is not None and state.runner is not None
+    if state.fhir is None or state.runner is None:  # only before the lifespan started: a bug
+        raise RuntimeError("the service is not started")
     completed = await complete_prefetch(
         templates=service.prefetch,
         prefetch=payload.get("prefetch"),

@@ -178,9 +178,9 @@ class CdsRequest(_Open):
 
 
 class Coding(_Open):
-    system: str | None = None
-    code: str = _NOT_BLANK
-    display: str | None = None
+    system: str | None = Field(default=None, max_length=500)
+    code: str = Field(min_length=1, max_length=200)
+    display: str | None = Field(default=None, max_length=500)
 
 
 class AcceptedSuggestion(_Open):
@@ -195,7 +195,7 @@ class OverrideReason(_Open):
 class FeedbackItem(_Open):
     """One card's outcome (spec 2.0 "Feedback"): accepted (with suggestions taken) or overridden."""
 
-    card: str = _NOT_BLANK
+    card: str = Field(min_length=1, max_length=100)  # the card's uuid
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None

@@ -173,7 +173,7 @@ class JwtVerifier:
             if not isinstance(jku, str):
                 raise Unauthorized("jku is not a string")
             if jku not in config.jku and (config.jku or not (static or config.jwks_url)):
-                raise Unauthorized(f"jku {jku} is not on the allow-list of {iss}")
+                raise Unauthorized(f"jku {jku!r} is not on the allow-list of {iss}")
         if kid in static:
             return static[kid]
         if jku is not None and jku in config.jku:

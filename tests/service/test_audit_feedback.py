@@ -171,3 +171,15 @@ def test_tokens_never_reach_the_database_or_the_logs(db_service, fhir, caplog):
     assert calls[0].request["fhirAuthorization"] == {"access_token": "[redacted]", "token_type": "Bearer",
                                                      "expires_in": 300, "scope": "patient/*.read",
                                                      "subject": "cds-service"}
+
+
+def test_oversized_identifiers_are_refused_or_truncated_not_lost(db_service):
+    item = {"card": "c" * 101, "outcome": "accepted", "outcomeTimestamp": "2026-01-06T10:00:00Z"}
+    response = db_service.client.post(f"{SERVICE}/feedback", json={"feedback": [item]})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["feedback[0].card"]
+    body = hook_request("patient-view", "a3")
+    body["hookInstance"] = "x" * 500
+    assert db_service.client.post(SERVICE, json=body).status_code == 400
+    (call,) = rows(db_service, CallRecord, patient_id="a3")
+    assert call.hook_instance == "x" * 100 and call.request["hookInstance"] == "x" * 500

@@ -112,7 +112,8 @@ def test_evaluations_run_one_at_a_time_off_the_event_loop(start_service, engine)
     assert statuses == [200] * 4
     assert slow.max_active == 1  # the engine never saw two callers
     assert discovery.status_code == 200
-    assert discovery_s < 0.25, f"discovery waited {discovery_s:.2f}s behind evaluations"
+    # 4 x 0.3 s of evaluations are queued: a blocked event loop would answer after about 1 s
+    assert discovery_s < 0.6, f"discovery waited {discovery_s:.2f}s behind evaluations"
 
 
 def test_a_full_queue_answers_503_with_retry_after(start_service, engine):

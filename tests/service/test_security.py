@@ -216,3 +216,11 @@ def test_cors_preflight_and_headers_for_the_sandbox(start_service):
     other = service.client.options("/cds-services", headers={
         "Origin": "https://evil.example.org", "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_locally_configured_jwks_is_used_without_fetching_the_tokens_jku(secure):
+    """The CDS Hooks sandbox case: its jku may be unreachable, so its keys are configured locally."""
+    fetches = secure.state.verifier.jwks.fetches
+    token = make_token(RSA, iss=RSA_ISS, aud=aud(secure), jku="https://unreachable.example.org/jwks.json")
+    assert call(secure, token).status_code == 200
+    assert secure.state.verifier.jwks.fetches == fetches
