@@ -22,7 +22,7 @@ __all__ = ["SUMMARY_LIMIT", "run_validators"]
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0: summary SHALL be < 140 characters
 # While the catalogue rules are being written, a rule without tests is a warning; set True (error)
 # once every rule has its rules/<id>.test.yaml (issue #5: every rule carries tests).
-REQUIRE_RULE_TESTS = False
+REQUIRE_RULE_TESTS = True
 _VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _BLOCK = re.compile(r"\{%.*?%\}", re.DOTALL)
 # Longest plausible rendering of one {{ ... }} in a summary: a number through |num ("1234.56"), or
