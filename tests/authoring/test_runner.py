@@ -44,7 +44,9 @@ def test_silent_expected_but_missing_shows_why_it_did_not_fire(toy_ruleset: Path
 def test_todo_cases_report_known_gaps_and_fail_once_fixed(toy_ruleset: Path) -> None:
     test_file = toy_ruleset / "rules" / "toy-egfr.test.yaml"
     text = test_file.read_text()
-    test_file.write_text(text.replace("    expect: silent", "    expect: fires\n    todo: waiting for a lower band"))
+    test_file.write_text(text + (
+        "  - name: eGFR 44 should fire one day\n    data:\n      - LOINC#98979-8 44 mL/min/{1.73_m2} 1 month ago\n"
+        "    expect: fires\n    todo: waiting for a lower band\n"))
     report = run_tests(load_ruleset(toy_ruleset), rule="toy-egfr")
     assert report.ok and report.count("todo") == 1
     test_file.write_text(text.replace("    indicator: warning", "    indicator: warning\n    todo: stale note"))

@@ -78,7 +78,7 @@ def test_every_problem_with_file_line_and_rule(toy_ruleset: Path) -> None:
     assert _has(lines, "syntax.yaml:3: error: YAML syntax")
     assert _has(lines, "extra.yaml:6: [extra] error: colour: unknown field")
     assert _has(lines, "nosource.yaml:1: [nosource] error: source: Field required")
-    assert _has(lines, "broken.yaml:1: [broken] warning: no tests")
+    assert _has(lines, "broken.yaml:1: [broken] error: no tests")
 
 
 def test_test_file_problems_are_validation_errors(toy_ruleset: Path) -> None:
@@ -93,15 +93,25 @@ def test_a_test_file_needs_fires_and_silent_cases(toy_ruleset: Path) -> None:
     path = toy_ruleset / "rules" / "toy-egfr.test.yaml"
     path.write_text(path.read_text().replace("expect: silent", "expect: fires"))
     code, lines = _run(toy_ruleset)
-    assert _has(lines, "toy-egfr.test.yaml:1: [toy-egfr] warning: no 'silent' case")
+    assert code == 1
+    assert _has(lines, "toy-egfr.test.yaml:1: [toy-egfr] error: no 'silent' case")
+
+
+def test_a_rule_without_tests_is_an_error(toy_ruleset: Path) -> None:
+    (toy_ruleset / "rules" / "toy-egfr.test.yaml").unlink()
+    code, lines = _run(toy_ruleset)
+    assert code == 1
+    assert _has(lines, "[toy-egfr] error: no tests: write toy-egfr.test.yaml")
 
 
 def test_strict_turns_warnings_into_failure(toy_ruleset: Path) -> None:
-    (toy_ruleset / "rules" / "toy-egfr.test.yaml").unlink()
+    rule = toy_ruleset / "rules" / "toy-egfr.yaml"
+    rule.write_text(rule.read_text().replace(
+        "thresholds:\n", "thresholds:\n  never_used: {value: 1, unit: a, source: authoring test fixture}\n", 1))
     assert _run(toy_ruleset)[0] == 0
     result = CliRunner().invoke(cli, ["rules", "validate", str(toy_ruleset), "--strict"])
     assert result.exit_code == 1
-    assert "no tests: write toy-egfr.test.yaml" in result.output
+    assert "threshold 'never_used' is never used" in result.output
 
 
 def test_service_loader_refuses_invalid_rulesets(toy_ruleset: Path) -> None:
