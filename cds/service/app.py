@@ -70,6 +70,20 @@ def _install_handlers(app: FastAPI) -> None:
         return _outcome_response(error.status_code, error.body())
 
 
+def _load_engine(settings: Settings) -> Any:
+    """The engine to start with: validated, compiled and (by default) its rule tests passed."""
+    from cds._exceptions import RulesetError
+    from cds.authoring.reload import prepare_engine
+    from cds.rules.loader import default_rulesets_dir
+
+    directory = settings.rulesets or default_rulesets_dir()
+    engine, result = prepare_engine(directory, include_drafts=settings.include_drafts,
+                                    run_rule_tests=settings.rule_tests_on_start)
+    if engine is None:
+        raise RulesetError(f"rulesets in {directory} cannot be served", result.issues + result.test_failures)
+    return engine
+
+
 def create_app(settings: Settings | None = None, *, engine: Any | None = None) -> FastAPI:
     """Build the app. ``engine`` (a loaded :class:`cds.engine.Engine`) is loaded from settings if omitted.
 
@@ -79,13 +93,12 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None) -
     settings = settings or Settings()
     install_log_redaction()
     if engine is None:
-        from cds.engine import Engine
-
-        engine = Engine.load(settings.rulesets, include_drafts=settings.include_drafts)
+        engine = _load_engine(settings)
     db = make_engine(settings.resolved_database_url())
     if settings.database_auto_migrate:
         migrate(db)
-    state = ServiceState(settings=settings, holder=EngineHolder(engine), db=db, sessions=make_sessionmaker(db))
+    holder = EngineHolder(engine, directory=settings.rulesets, run_rule_tests=True)
+    state = ServiceState(settings=settings, holder=holder, db=db, sessions=make_sessionmaker(db))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,9 +115,17 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None) -
             state.verifier = JwtVerifier(settings, client=state.http)
         log.info("CDS service ready: rulesets %s, %d service(s)", state.holder.current().digest,
                  len(state.holder.current().catalog))
+        watcher = None
+        if settings.reload_watch:
+            from cds.authoring.reload import RulesetWatcher
+
+            watcher = RulesetWatcher(state.holder).start()  # type: ignore[arg-type] - duck-typed holder
+            log.info("watching %s: changes go live once they validate and their tests pass", state.holder.directory)
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             await state.fhir.aclose()
             await state.http.aclose()
             state.runner.shutdown()

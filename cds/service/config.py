@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import SecretStr, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ALLOWED_ALGORITHMS", "IssuerConfig", "Settings"]
@@ -70,7 +70,10 @@ class Settings(BaseSettings):
 
     # -- rules ----------------------------------------------------------------------------------
     rulesets: Path | None = None  # default: the built-in rulesets/
-    include_drafts: bool = False
+    include_drafts: bool = False  # drafts never fire unless this is set explicitly
+    rule_tests_on_start: bool = True  # refuse to start when a rule's own tests fail (~5 s)
+    reload_watch: bool = False  # reload (validated + tested) when files under the rulesets change
+    admin_token: SecretStr | None = None  # Bearer token for /admin/*; unset: loopback clients only
 
     # -- security -------------------------------------------------------------------------------
     trusted_issuers: dict[str, IssuerConfig] = Field(default_factory=dict)  # empty = open mode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cds.service.api.routes import discovery, feedback, services
+from cds.service.api.routes import admin, discovery, feedback, services
 
 __all__ = ["api_router"]
 
@@ -12,3 +12,4 @@ api_router = APIRouter()
 api_router.include_router(discovery.router)
 api_router.include_router(feedback.router)
 api_router.include_router(services.router)
+api_router.include_router(admin.router)

@@ -1,0 +1,77 @@
+"""``/admin``: the rulesets being served, and safe reload without a restart (issue 5).
+
+``POST /admin/reload`` validates the rulesets folder, compiles it and runs every rule's own tests on
+a candidate engine; only then is it swapped in (in-flight requests finish on the old one). A refused
+change answers 409 with every reason and the old rules keep serving. Access: a Bearer token equal to
+``CDS_ADMIN_TOKEN``, or, when none is configured, only clients on the loopback interface.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from cds.service.api.deps import StateDep
+from cds.service.errors import ServiceError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class AdminForbidden(ServiceError):
+    """Raised when an admin call has no valid admin token (or comes from off-host without one)."""
+
+    status_code = 403
+    issue_code = "forbidden"
+    outcome = "forbidden"
+
+    def __init__(self) -> None:
+        super().__init__("admin access refused")
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _authorise(request: Request, state: Any) -> None:
+    token = state.settings.admin_token
+    if token is None:
+        if not _is_loopback(request.client.host if request.client else None):
+            raise AdminForbidden()
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token.get_secret_value()):
+        raise AdminForbidden()
+
+
+@router.get("/rulesets", name="admin_rulesets")
+async def rulesets(request: Request, state: StateDep) -> dict[str, Any]:
+    """The digest, folder and rule versions being served, and the last reload's result."""
+    _authorise(request, state)
+    engine = state.holder.current().engine
+    last = state.holder.last_result
+    return {
+        "digest": engine.digest,
+        "directory": str(state.holder.directory),
+        "include_drafts": engine.include_drafts,
+        "rules": [{"id": r.spec.id, "version": r.spec.version, "status": r.spec.status} for r in engine.rules],
+        "last_reload": last.to_json() if last is not None else None,
+    }
+
+
+@router.post("/reload", name="admin_reload")
+async def reload(request: Request, state: StateDep) -> JSONResponse:
+    """Reload the rulesets folder safely; 200 when serving the new (or unchanged) rules, 409 when refused."""
+    _authorise(request, state)
+    result = await anyio.to_thread.run_sync(state.holder.reload)
+    return JSONResponse(result.to_json() | {"reason": result.reason}, status_code=200 if result.ok else 409)
