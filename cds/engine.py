@@ -69,6 +69,7 @@ class Evaluation:
     ruleset_digest: str
     rule_versions: dict[str, str] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    offered: set[tuple[str, int, int]] = field(default_factory=set)  # conditional suggestions matched
 
     @property
     def cards(self) -> list[Card]:
@@ -251,7 +252,7 @@ class Engine:
         done = time.perf_counter()
         return Evaluation(
             facts=facts, matched=matched, chosen=chosen, response=response, ruleset_digest=self.digest,
-            rule_versions={rule_id: self._rules[rule_id].spec.version for rule_id in chosen},
+            rule_versions={rule_id: self._rules[rule_id].spec.version for rule_id in chosen}, offered=offered,
             timings_ms={"facts": (t_facts - started) * 1000, "match": (t_match - t_facts) * 1000,
                         "render": (done - t_match) * 1000, "total": (done - started) * 1000},
         )

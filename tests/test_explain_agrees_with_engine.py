@@ -56,7 +56,16 @@ def test_python_reading_matches_durable_rules(engine: Engine, label: str, path: 
         f"{rule.rule_id} card {card.index}: python {card.holds}, durable_rules {card.matched_by_engine}"
         for rule in explanation.rules if rule.ran for card in rule.cards if card.disagrees
     ]
-    values = evaluation.facts.values
+    values = {**evaluation.facts.values, **evaluation.facts.definitions}
+    for rule in engine.rules:
+        for index, conditions in enumerate(rule.suggestion_conditions):
+            for number, condition in enumerate(conditions):
+                if condition is not None:
+                    python_truth, _ = condition.evaluate(values)
+                    engine_truth = (rule.spec.id, index, number) in evaluation.offered
+                    if python_truth != engine_truth:
+                        disagreements.append(f"{rule.spec.id} card {index} suggestion {number}: "
+                                             f"python {python_truth}, durable_rules {engine_truth}")
     for name, node in engine.ruleset.definition_nodes.items():
         python_truth, _ = node.evaluate(values)
         engine_truth = evaluation.facts.definitions[definition_fact(name)]
