@@ -16,23 +16,23 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from cds._exceptions import EngineError
+from cds.codesystems import OVERRIDE_REASON_SYSTEM, RULE_SYSTEM
 from cds.cards.models import Action, Card, Coding, Link, Source, Suggestion
 from cds.facts.models import CodedItem, LabValue, PatientFacts, fmt_number
 from cds.fhir.validation import validate_resource
 
 __all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "render_card", "template_context"]
 
-RULE_SYSTEM = "https://sir-cds.org/fhir/CodeSystem/rule"  # source.topic.system: our rule ids
 TEMPLATE_NAMES = frozenset({
     "patient", "lab", "last", "fact", "t", "conditions", "medications", "allergies", "procedures",
     "devices", "insulin", "bmi_source", "bmi_z", "now", "drafts", "notes", "rule",
 })
 DEFAULT_OVERRIDE_REASONS = [
-    Coding(system="https://sir-cds.org/fhir/CodeSystem/override-reason", code="not-applicable",
+    Coding(system=OVERRIDE_REASON_SYSTEM, code="not-applicable",
            display="Not applicable to this patient"),
-    Coding(system="https://sir-cds.org/fhir/CodeSystem/override-reason", code="already-addressed",
+    Coding(system=OVERRIDE_REASON_SYSTEM, code="already-addressed",
            display="Already addressed"),
-    Coding(system="https://sir-cds.org/fhir/CodeSystem/override-reason", code="data-incorrect",
+    Coding(system=OVERRIDE_REASON_SYSTEM, code="data-incorrect",
            display="The patient data shown is incorrect"),
 ]
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cds.codesystems import OVERRIDE_REASON_SYSTEM
+
 __all__ = [
     "ActionSpec",
     "CardSpec",
@@ -92,7 +94,7 @@ class LinkSpec(_Strict):
 class OverrideReasonSpec(_Strict):
     code: str
     display: str
-    system: str = "http://sir-cds.org/CodeSystem/override-reason"
+    system: str = OVERRIDE_REASON_SYSTEM
 
 
 class CardSpec(_Strict):
