@@ -21,19 +21,25 @@ __all__ = ["command", "serve"]
               envvar="CDS_DATA_DIR", show_envvar=True,
               help="Where the SQLite database lives when CDS_DATABASE_URL is not set (default: ./.data).")
 @click.option("--ssl-certfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="Serve HTTPS with this certificate (CDS Hooks requires TLS in production).")
+              help="Serve HTTPS with this certificate (CDS Hooks requires TLS in production). "
+                   "Example: --ssl-certfile cert.pem --ssl-keyfile key.pem")
 @click.option("--ssl-keyfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="Private key of --ssl-certfile.")
+              help="Private key of --ssl-certfile. Example: --ssl-keyfile key.pem")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-              default="info", show_default=True, help="uvicorn and service log level.")
+              default="info", show_default=True, help="uvicorn and service log level. Example: --log-level debug")
+@click.option("--watch/--no-watch", default=None, envvar="CDS_RELOAD_WATCH", show_envvar=True,
+              help="Reload the rulesets when their files change, once they validate and their tests pass "
+                   "(also: POST /admin/reload). Example: --watch")
+@click.option("--include-drafts", is_flag=True, default=None, envvar="CDS_INCLUDE_DRAFTS", show_envvar=True,
+              help="Also run rules whose status is draft (never by default). Example: --include-drafts")
 def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ssl_certfile: Path | None,
-          ssl_keyfile: Path | None, log_level: str) -> None:
+          ssl_keyfile: Path | None, log_level: str, watch: bool | None, include_drafts: bool | None) -> None:
     """Serve CDS Hooks 2.0: GET /cds-services, POST /cds-services/{id}, POST /cds-services/{id}/feedback.
 
     \b
     Examples:
       cds serve                                   # http://127.0.0.1:8000/cds-services, open mode
-      cds serve --port 9000 --rulesets ./rulesets
+      cds serve --port 9000 --rulesets ./rulesets --watch
       CDS_TRUSTED_ISSUERS='{"https://ehr.example.org": {"jwks_url": "https://ehr.example.org/jwks"}}' \\
         cds serve --host 0.0.0.0 --ssl-certfile cert.pem --ssl-keyfile key.pem
     Settings come from CDS_* environment variables (CDS_DATABASE_URL, CDS_TRUSTED_ISSUERS,
@@ -55,7 +61,8 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
     except (ValidationError, SettingsError) as exc:
         cause = f"\n{exc.__cause__}" if exc.__cause__ else ""
         raise click.ClickException(f"invalid CDS_* settings: {exc}{cause}") from None
-    updates = {k: v for k, v in {"rulesets": rulesets, "data_dir": data_dir}.items() if v is not None}
+    updates = {k: v for k, v in {"rulesets": rulesets, "data_dir": data_dir, "reload_watch": watch,
+                                 "include_drafts": include_drafts}.items() if v is not None}
     if updates:
         settings = settings.model_copy(update=updates)
     if settings.open_mode and not is_loopback_host(host):
