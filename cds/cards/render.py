@@ -188,6 +188,7 @@ def render_card(
     """
     spec = rule.cards[card_index]
     where = f"rule {rule.id} card {card_index}"
+    card_uuid = card_uuid or str(uuid.uuid4())  # suggestion uuids derive from it: unique per card
     context = template_context(facts, {**global_thresholds, **rule.thresholds}, rule)
     summary = " ".join(render_text(spec.summary, context, where).split())
     if len(summary) >= 140:
@@ -202,13 +203,13 @@ def render_card(
             continue  # e.g. "delete the draft" on patient-view: nothing to delete
         suggestions.append(Suggestion(
             label=render_text(suggestion.label, context, where),
-            uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{card_uuid or rule.id}/{number}")),
+            uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:uuid:{card_uuid}/suggestion/{number}")),
             isRecommended=suggestion.recommended, actions=actions,
         ))
     links = [Link(label=link.label, url=link.url, type=link.type) for link in rule.links] or None
     reasons = [Coding(system=r.system, code=r.code, display=r.display) for r in rule.override_reasons] or DEFAULT_OVERRIDE_REASONS
     return Card(
-        uuid=card_uuid or str(uuid.uuid4()),
+        uuid=card_uuid,
         summary=summary,
         detail=detail,
         indicator=spec.indicator,

@@ -37,3 +37,11 @@ def test_a_stale_leptin_is_offered_again_with_its_last_value(evaluate) -> None:
                              obs(LEPTIN, 3.1, "ng/mL", 800), pt=patient(40)))
     labels = _labels(result, "sir-suspected")
     assert any(label.startswith("Order serum leptin (last 3.1 ng/mL") for label in labels), labels
+
+
+def test_suggestion_uuids_are_unique_per_card(evaluate) -> None:
+    """Feedback names accepted suggestions by uuid: two cards must never share one."""
+    payload = bundle(obs(FASTING_INSULIN, 38.0, "uIU/mL", 20), obs(BMI, 22.5, "kg/m2", 20), pt=patient(40))
+    first, second = evaluate(payload), evaluate(payload)
+    ids = [s.uuid for result in (first, second) for card in result.cards for s in card.suggestions or []]
+    assert ids and len(ids) == len(set(ids))
