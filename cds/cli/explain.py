@@ -15,13 +15,14 @@ __all__ = ["command"]
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--rule", "rule", default=None, metavar="ID", help="Explain only this rule. Example: --rule metformin-renal")
 @click.option("--case", "case", default=None, metavar="NAME",
-              help="With a rule test file as PATH: the case to explain (part of its name, or its number from 1).")
-@click.option("--hook", type=click.Choice(HOOKS), default=None, help="Hook for a bare Bundle (default patient-view).")
+              help="With a rule test file as PATH: the case to explain (part of its name, or its number from 1). "
+                   "Example: --case \"eGFR 25\"")
+@click.option("--hook", type=click.Choice(HOOKS), default=None, help="Hook for a bare Bundle (default patient-view). Example: --hook order-sign")
 @click.option("--now", "now", default=None, metavar="ISO8601", help="Evaluation time. Example: --now 2026-11-01")
 @click.option("--rulesets", "rulesets", type=click.Path(path_type=Path, file_okay=False), default=None,
-              envvar="CDS_RULESETS", show_envvar=True, help="Rulesets folder (default: the built-in rulesets/).")
-@click.option("--include-drafts", is_flag=True, default=False, help="Also run draft rules (as `cds rules test` does).")
-@click.option("--all-facts", is_flag=True, default=False, help="List every flat fact, false and unknown ones too.")
+              envvar="CDS_RULESETS", show_envvar=True, help="Rulesets folder (default: the built-in rulesets/). Example: --rulesets ./rulesets")
+@click.option("--include-drafts", is_flag=True, default=False, help="Also run draft rules (as `cds rules test` does). Example: --include-drafts")
+@click.option("--all-facts", is_flag=True, default=False, help="List every flat fact, false and unknown ones too. Example: --all-facts")
 def command(path: Path, rule: str | None, case: str | None, hook: str | None, now: str | None,
             rulesets: Path | None, include_drafts: bool, all_facts: bool) -> None:
     """Explain the evaluation of PATH: a CDS Hooks request, a FHIR Bundle, or a rule test file case.
@@ -31,7 +32,7 @@ def command(path: Path, rule: str | None, case: str | None, hook: str | None, no
     and why) and, per rule, whether it fired and, if not, the first condition that failed with
     the patient's value against the threshold.
     Examples:
-      cds explain fhir_samples/requests/patient-view-sir-suspected.json --now 2026-11-01
+      cds explain fhir_samples/requests/sir-suspected-fasting-insulin-uiu.json --now 2026-11-01
       cds explain rulesets/rules/metformin-renal.test.yaml --case "eGFR 25"
     """
     from cds.authoring.explain import explain, render_text
