@@ -73,13 +73,14 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.ClickException("--ssl-certfile and --ssl-keyfile go together")
 
-    from cds.engine import Engine
-    from cds.service.app import create_app
+    from cds.service.app import create_app, load_engine
 
     try:
-        engine = Engine.load(settings.rulesets, include_drafts=settings.include_drafts)
+        # validated, compiled and (CDS_RULE_TESTS_ON_START, default on) every rule's own tests passed
+        engine = load_engine(settings)
     except RulesetError as exc:
-        raise click.ClickException(f"the rulesets do not validate; the service was not started:\n{exc}") from None
+        raise click.ClickException(
+            f"the rulesets do not validate or their tests fail; the service was not started:\n{exc}") from None
     try:
         app = create_app(settings, engine=engine)
     except Exception as exc:  # database unreachable, migration failure: say which, stop

@@ -31,7 +31,7 @@ from cds.service.runner import EvaluationRunner
 from cds.service.security import JwtVerifier
 from cds.service.state import ServiceState
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "load_engine"]
 
 log = logging.getLogger("cds.service")
 
@@ -70,7 +70,7 @@ def _install_handlers(app: FastAPI) -> None:
         return _outcome_response(error.status_code, error.body())
 
 
-def _load_engine(settings: Settings) -> Any:
+def load_engine(settings: Settings) -> Any:
     """The engine to start with: validated, compiled and (by default) its rule tests passed."""
     from cds._exceptions import RulesetError
     from cds.authoring.reload import prepare_engine
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None) -
     settings = settings or Settings()
     install_log_redaction()
     if engine is None:
-        engine = _load_engine(settings)
+        engine = load_engine(settings)
     db = make_engine(settings.resolved_database_url())
     if settings.database_auto_migrate:
         migrate(db)

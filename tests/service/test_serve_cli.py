@@ -38,9 +38,27 @@ def test_broken_rulesets_stop_the_start(tmp_path: Path):
     (tmp_path / "valuesets" / "broken.yaml").write_text("id: broken\nkind: [unclosed\n")
     result = run(["--rulesets", str(tmp_path), "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 1
-    assert "the rulesets do not validate; the service was not started" in result.output
+    assert "the rulesets do not validate or their tests fail; the service was not started" in result.output
     assert "broken.yaml" in result.output
     assert not (tmp_path / "data").exists()  # nothing was created
+
+
+def test_failing_rule_tests_stop_the_start(tmp_path: Path):
+    import shutil
+
+    rulesets = tmp_path / "rulesets"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "rulesets", rulesets,
+                    ignore=shutil.ignore_patterns("__pycache__", "conftest.py"))
+    definitions = rulesets / "definitions.yaml"
+    text = definitions.read_text()
+    marker = "  metformin_egfr_stop:\n    value: 30\n"
+    assert marker in text
+    definitions.write_text(text.replace(marker, "  metformin_egfr_stop:\n    value: 35\n"))
+    result = run(["--rulesets", str(rulesets), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "their tests fail; the service was not started" in result.output
+    assert "metformin-renal" in result.output
+    assert not (tmp_path / "data").exists()
 
 
 def test_serve_starts_serves_and_stops(tmp_path: Path):
