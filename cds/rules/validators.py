@@ -42,14 +42,63 @@ def _template_issues(rule: LoadedRule, template: str, location: tuple[str | int,
             for name in sorted(unknown)]
 
 
+# Extra keys the fact builder adds beside the value sets (cds/facts/build.py).
+_EXTRA_CONDITION_KEYS = {"nyha", "lipodystrophy-hiv", "insulin-receptor-antibody-result"}
+
+
+def _known_attributes(ruleset: RuleSet, rule: LoadedRule) -> dict[str, set[str]]:
+    """What ``<name>.<attribute>`` may follow each template name (typos print "not recorded" otherwise)."""
+    def ids(*kinds: str) -> set[str]:
+        return {vs_id for vs_id, vs in ruleset.valuesets.items() if vs.kind in kinds}
+
+    labs = set(ruleset.labs.definitions)
+    return {
+        "fact": set(ruleset.catalog),
+        "lab": labs,
+        "last": labs,
+        "t": set(ruleset.definitions.thresholds) | set(rule.spec.thresholds),
+        "conditions": ids("condition") | _EXTRA_CONDITION_KEYS,
+        "medications": ids("medication"),
+        "allergies": ids("medication"),
+        "drafts": ids("medication", "device"),
+        "procedures": ids("procedure"),
+        "devices": ids("device"),
+        "patient": {"id", "age", "age_years", "sex"},
+        "rule": {"id", "title", "version"},
+    }
+
+
+def _attribute_issues(rule: LoadedRule, template: str, location: tuple[str | int, ...],
+                      known: dict[str, set[str]]) -> list[Issue]:
+    from jinja2 import nodes
+
+    try:
+        ast = _ENV.parse(template)
+    except TemplateSyntaxError:
+        return []  # reported by _template_issues
+    issues = []
+    for node in ast.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name in known:
+            allowed = known[node.node.name]
+            attribute = node.attr
+            if attribute not in allowed and attribute.replace("_", "-") not in allowed:
+                issues.append(Issue(str(rule.path), rule.source.line_of(location) + max(node.lineno - 1, 0),
+                                    rule.spec.id, f"unknown name {node.node.name}.{attribute} in a template"))
+    return issues
+
+
 def check_templates(ruleset: RuleSet) -> list[Issue]:
     issues: list[Issue] = []
     for rule in ruleset.rules:
+        known = _known_attributes(ruleset, rule)
+        templates: list[tuple[str, tuple[str | int, ...]]] = []
         for i, card in enumerate(rule.spec.cards):
-            issues += _template_issues(rule, card.summary, ("cards", i, "summary"))
-            issues += _template_issues(rule, card.detail, ("cards", i, "detail"))
+            templates += [(card.summary, ("cards", i, "summary")), (card.detail, ("cards", i, "detail"))]
             for j, suggestion in enumerate(card.suggestions):
-                issues += _template_issues(rule, suggestion.label, ("cards", i, "suggestions", j, "label"))
+                templates.append((suggestion.label, ("cards", i, "suggestions", j, "label")))
+        for template, location in templates:
+            issues += _template_issues(rule, template, location)
+            issues += _attribute_issues(rule, template, location, known)
     return issues
 
 
@@ -122,13 +171,25 @@ def _used_by_definition(ruleset: RuleSet, name: str) -> bool:
 
 
 def check_compiles(ruleset: RuleSet) -> list[Issue]:
-    """Each card must expand into at most MAX_CLAUSES durable_rules conjunctions (compile.py).
+    """Everything must compile the way the Engine compiles it (compile.py), within durable_rules' limits.
 
-    Without this check the loader accepts a rule the Engine then cannot build, so the service
-    would fail at start-up or on reload instead of at ``cds rules validate``.
+    Checked per card, per conditional suggestion and per definition (at most MAX_CLAUSES alternatives
+    each), then per engine pass (at most MAX_FACTS_PER_PASS facts tested). Without this check the
+    loader would accept rules the Engine then cannot build, and the service would fail at start-up or
+    on reload instead of at ``cds rules validate``.
     """
-    from cds.rules.compile import MAX_CLAUSES, rule_condition, to_dnf
+    from cds.rules.compile import (
+        MAX_CLAUSES,
+        compile_definition_layers,
+        compile_rules,
+        referenced_facts,
+        rule_condition,
+        to_dnf,
+    )
 
+    advice = (f"the engine cannot compile it (limit {MAX_CLAUSES} alternatives): move a repeated group of "
+              "conditions into a named definition in definitions.yaml (a definition costs one test wherever "
+              "it is used, negated or not), or split the card")
     issues: list[Issue] = []
     for rule in ruleset.rules:
         for i, _card in enumerate(rule.spec.cards):
@@ -136,9 +197,36 @@ def check_compiles(ruleset: RuleSet) -> list[Issue]:
                 to_dnf(rule_condition(rule, i).compile())
             except ValueError as exc:
                 loc = ("cards", i, "when") if rule.card_conditions[i] is not None else ("when",)
-                issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
-                                    f"card {i}: {exc}; the engine cannot compile it (limit {MAX_CLAUSES}): "
-                                    "split the card, or move shared parts into the rule's 'when'"))
+                issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id, f"card {i}: {exc}; {advice}"))
+            for j, condition in enumerate(rule.suggestion_conditions[i] if rule.suggestion_conditions else []):
+                if condition is None:
+                    continue
+                try:
+                    to_dnf(condition.compile())
+                except ValueError as exc:
+                    issues.append(Issue(str(rule.path), rule.source.line_of(("cards", i, "suggestions", j, "when")),
+                                        rule.spec.id, f"card {i} suggestion {j}: {exc}; {advice}"))
+    definitions_path = str(ruleset.directory / "definitions.yaml")
+    for name, node in ruleset.definition_nodes.items():
+        try:
+            to_dnf(node.compile())
+        except ValueError as exc:
+            issues.append(Issue(definitions_path, 1, None, f"definition {name!r}: {exc}; split it into smaller definitions"))
+    if issues:
+        return issues
+
+    def noop(*_args: object) -> object:
+        return lambda _c: None
+
+    try:
+        passes = [definition for _names, definition in compile_definition_layers(ruleset.definition_nodes, noop, noop)]
+        passes.append(compile_rules(ruleset.rules, noop, noop, noop))
+        for definition in passes:
+            referenced_facts(definition)
+    except ValueError as exc:
+        issues.append(Issue(str(ruleset.directory), 1, None,
+                            f"{exc}: durable_rules cannot take it; move conditions into definitions (each "
+                            "definition pass and the rule pass are counted separately)"))
     return issues
 
 

@@ -123,3 +123,32 @@ def test_service_loader_refuses_invalid_rulesets(toy_ruleset: Path) -> None:
     (toy_ruleset / "rules" / "broken.yaml").write_text(BROKEN)
     with pytest.raises(RulesetError, match="broken.yaml:23"):
         Engine.load(toy_ruleset)
+
+
+def test_a_pass_testing_too_many_facts_is_refused_by_validate(toy_ruleset: Path) -> None:
+    """durable_rules rejects facts with more than ~252 properties: validate says so before the engine does."""
+    from cds.rules.loader import load_ruleset
+
+    catalog = load_ruleset(toy_ruleset, strict=False).catalog
+    tests = [name for name, spec in sorted(catalog.items()) if spec.type == "bool"]
+    tests += [f"{name} >= 0" for name, spec in sorted(catalog.items()) if spec.type == "number" and not spec.quantity]
+    assert len(tests) >= 241
+    rule = toy_ruleset / "rules" / "toy-egfr.yaml"
+    conditions = "".join(f"    - {test}\n" for test in tests[:241])
+    rule.write_text(rule.read_text().replace("when: egfr < toy_egfr", "when:\n  any:\n" + conditions, 1))
+    code, lines = _run(toy_ruleset)
+    assert code == 1
+    assert any("facts; durable_rules accepts at most 240" in line for line in lines), lines
+
+
+def test_misspelt_template_names_are_errors(toy_ruleset: Path) -> None:
+    """A typo after the dot would print "not recorded" in front of a clinician: validate refuses it."""
+    rule = toy_ruleset / "rules" / "toy-egfr.yaml"
+    rule.write_text(rule.read_text().replace(
+        'detail: "eGFR {{ lab.egfr }}"',
+        'detail: "eGFR {{ lab.egfr }} {{ fact.egrf }} {{ conditions.heart_faliure }} {{ conditions.heart_failure }}"', 1))
+    code, lines = _run(toy_ruleset)
+    assert code == 1
+    assert _has(lines, "[toy-egfr] error: unknown name fact.egrf in a template")
+    assert _has(lines, "[toy-egfr] error: unknown name conditions.heart_faliure in a template")
+    assert not _has(lines, "conditions.heart_failure in a template")
