@@ -69,7 +69,11 @@ def _pick_case(cases: list, wanted: str | None):  # type: ignore[no-untyped-def,
         raise click.UsageError(f"the file has {len(cases)} cases; choose one with --case:\n{listing}")
     if wanted.isdigit() and 1 <= int(wanted) <= len(cases):
         return cases[int(wanted) - 1]
-    hits = [c for c in cases if wanted.lower() in c.name.lower()]
-    if len(hits) != 1:
-        raise click.UsageError(f"--case {wanted!r} matches {len(hits)} cases; be more specific")
-    return hits[0]
+    exact = [c for c in cases if c.name.lower() == wanted.lower()]
+    hits = exact or [c for c in cases if wanted.lower() in c.name.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    listing = "\n".join(f"  {i}. {c.name}" for i, c in enumerate(cases, 1) if c in hits or not hits)
+    if not hits:
+        raise click.UsageError(f"no case name contains {wanted!r}; the cases are:\n{listing}")
+    raise click.UsageError(f"--case {wanted!r} matches {len(hits)} cases; give more of the name or a number:\n{listing}")
