@@ -92,11 +92,21 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
 
         report = run_tests(ruleset, engine=tested)
         if not report.ok:
-            failures = [f"{r.title} ({r.case.where}): {r.message.splitlines()[0] if r.message else r.status}"
+            failures = [f"{r.title} ({r.case.where}): {_difference(r.message) if r.message else r.status}"
                         for r in report.failures()] + report.problems
             return None, result(False, ruleset.digest, test_failures=failures, warnings=warnings)
     engine = tested if include_drafts else Engine(ruleset, include_drafts=False)
     return engine, result(True, ruleset.digest, changed=True, warnings=warnings)
+
+
+def _difference(message: str) -> str:
+    """The changed lines of a test failure's diff, on one line: "expected indicator: warning, got critical"."""
+    lines = message.splitlines()
+    expected = [line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---")]
+    actual = [line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")]
+    if expected or actual:
+        return f"expected {'; '.join(expected) or '(nothing)'}, got {'; '.join(actual) or '(nothing)'}"
+    return lines[0] if lines else "failed"
 
 
 def safe_reload(swap: Callable[[Engine], Any], directory: Path, *, include_drafts: bool = False,

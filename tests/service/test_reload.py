@@ -129,6 +129,7 @@ def test_threshold_change_is_refused_until_its_tests_agree_then_served_without_r
     assert refused.status_code == 409
     body = refused.json()
     assert body["ok"] is False and body["test_failures"], body
+    assert any("expected indicator: warning, got indicator: critical" in f for f in body["test_failures"]), body
     assert _renal(_patient_view(client)) == ("info", "1.0.0")  # the old rules still serve
     assert client.get("/admin/rulesets").json()["digest"] == before
 
