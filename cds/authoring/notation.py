@@ -335,7 +335,7 @@ def parse_item(line: str, now: datetime) -> ParsedItem:
         matched = False
         for field_name, allowed in STATUSES[rtype].items():
             if word in allowed:
-                if field_name in statuses and field_name != "status":
+                if field_name in statuses:
                     raise NotationError(f"{line!r}: two {field_name} words")
                 statuses[field_name] = word
                 matched = True

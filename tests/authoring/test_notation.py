@@ -105,6 +105,7 @@ def test_observation_values_codes_text_reference_range_and_interpretation() -> N
         ("SNOMED#1 flying", "Condition statuses are"),
         ("RXNORM#861007 active dose 100 U", "needs a timing"),
         ("LOINC#1 1 mg yesterday today", "two dates"),
+        ("RXNORM#861007 draft active", "two status words"),
     ],
 )
 def test_errors_say_what_is_wrong(line: str, message: str) -> None:
