@@ -29,7 +29,7 @@ from typing import Any
 
 from durable import engine as durable_engine
 
-from cds._exceptions import EngineError, RulesetError
+from cds._exceptions import CDSError, EngineError, RulesetError
 from cds.cards.models import Card, CdsResponse
 from cds.cards.render import render_card
 from cds.facts.build import build_facts
@@ -37,7 +37,7 @@ from cds.facts.matching import ConceptMatcher
 from cds.facts.models import PatientFacts
 from cds.fhir.dates import parse_now
 from cds.fhir.ingest import PatientRecord, ingest
-from cds.fhir.validation import resource_label
+from cds.fhir.validation import resource_label, validate_resource
 from cds.rules.compile import PATIENT_KIND, compile_definition_layers, compile_rules, referenced_facts
 from cds.rules.conditions import definition_fact
 from cds.rules.loader import LoadedRule, RuleSet, load_ruleset
@@ -187,6 +187,15 @@ class Match:
     definitions: dict[str, bool] = field(default_factory=dict)  # def_<name> -> truth
 
 
+def blame_invalid_resource(record: PatientRecord) -> None:
+    """Raise InvalidResourceError for the first resource of ``record`` that is not valid FHIR R4."""
+    candidates = [record.patient] if record.patient is not None else []
+    candidates += [r for resources in record.resources.values() for r in resources]
+    candidates += list(record.draft_orders) + list(record.medications_by_ref.values())
+    for resource in candidates:
+        validate_resource(resource)
+
+
 class Engine:
     """Evaluate CDS Hooks requests or Bundles against one compiled RuleSet."""
 
@@ -223,7 +232,16 @@ class Engine:
     def evaluate_record(self, record: PatientRecord, *, now: datetime | str | None = None, started: float | None = None) -> Evaluation:
         started = started if started is not None else time.perf_counter()
         instant = parse_now(now) if not isinstance(now, datetime) else parse_now(now)
-        facts = self.facts_for(record, instant)
+        try:
+            facts = self.facts_for(record, instant)
+        except CDSError:
+            raise
+        except Exception as exc:
+            # The fact builders read raw JSON before validating what they use. A resource whose
+            # structure is wrong (a list where FHIR has an object...) can trip them first: find it
+            # and name it. Only if every resource is valid FHIR is this our bug.
+            blame_invalid_resource(record)
+            raise EngineError(f"facts could not be built: {type(exc).__name__}: {exc}") from exc
         t_facts = time.perf_counter()
         matched: dict[str, list[int]] = {}
         offered: set[tuple[str, int, int]] = set()

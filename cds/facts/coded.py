@@ -21,7 +21,7 @@ from typing import Any
 from cds.facts.matching import ConceptMatcher
 from cds.facts.models import CodedItem
 from cds.fhir.dates import parse_fhir_datetime
-from cds.fhir.ingest import PatientRecord
+from cds.fhir.ingest import PatientRecord, wellformed_concept
 from cds.fhir.validation import resource_label
 
 __all__ = ["CodedFacts", "collect_coded", "concept_display", "medication_concept"]
@@ -55,6 +55,8 @@ def medication_concept(record: PatientRecord, resource: dict[str, Any]) -> dict[
     concept = resource.get("medicationCodeableConcept")
     if isinstance(concept, dict):
         return concept
+    if concept is not None:
+        record.validate(resource)  # raises: the drug cannot be read, so the resource is named
     medication = record.resolve_medication(resource)
     if medication is not None:
         code = medication.get("code")
@@ -92,12 +94,19 @@ def _status(element: Any) -> str | None:
     return _code_of(element)
 
 
+def _readable(record: PatientRecord, resource: dict[str, Any], concept: Any) -> None:
+    """A coded resource whose concept cannot be read is validated now, so the error names it."""
+    if not wellformed_concept(concept):
+        record.validate(resource)
+
+
 def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime) -> CodedFacts:
     """Match every relevant resource against the value sets of its kind (validating what matches)."""
     facts = CodedFacts()
 
     for resource in record.of_type("Condition"):
         concept = resource.get("code")
+        _readable(record, resource, concept)
         hits = matcher.match("condition", concept)
         if not hits:
             continue
@@ -121,6 +130,7 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
 
     def add_medication(resource: dict[str, Any], kind: str) -> None:
         concept = medication_concept(record, resource)
+        _readable(record, resource, concept)
         hits = matcher.match("medication", concept)
         device_hits = matcher.match("device", concept) if kind == "drafted" or resource.get(
             "resourceType"
@@ -176,6 +186,7 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
 
     for resource in record.of_type("AllergyIntolerance"):
         concept = resource.get("code")
+        _readable(record, resource, concept)
         hits = matcher.match("medication", concept)
         if not hits:
             continue
@@ -198,6 +209,7 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
 
     for resource in record.of_type("ServiceRequest"):
         concept = resource.get("code")
+        _readable(record, resource, concept)
         hits = matcher.match("procedure", concept)
         if not hits:
             continue
@@ -228,6 +240,7 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
     ]
     for resource, kind in device_sources:
         concept = resource.get("codeCodeableConcept") or resource.get("itemCodeableConcept")
+        _readable(record, resource, concept)
         hits = matcher.match("device", concept)
         if not hits:
             continue

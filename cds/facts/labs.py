@@ -23,7 +23,7 @@ from cds._exceptions import RulesetError
 from cds.valuesets import canonical_system
 from cds.facts.models import IgnoredValue, LabValue
 from cds.fhir.dates import parse_fhir_datetime
-from cds.fhir.ingest import PatientRecord
+from cds.fhir.ingest import PatientRecord, wellformed_concept
 from cds.fhir.validation import resource_label
 from cds.units import UnitError, canonical_unit, convert, normalise_unit_text
 
@@ -233,6 +233,9 @@ def select_labs(
     buckets: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     ignored: list[IgnoredValue] = []
     for observation in record.of_type("Observation"):
+        if not wellformed_concept(observation.get("code")):
+            record.validate(observation)  # raises, naming it: an unreadable code may hide a relevant lab
+            continue
         hits = catalog.candidates(observation)
         if not hits:
             continue

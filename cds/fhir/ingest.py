@@ -16,7 +16,7 @@ from typing import Any
 from cds._exceptions import InvalidRequestError, NotJSONError
 from cds.fhir.validation import resource_label, validate_resource
 
-__all__ = ["HOOKS", "PatientRecord", "ingest", "parse_json"]
+__all__ = ["HOOKS", "PatientRecord", "ingest", "parse_json", "wellformed_concept"]
 
 HOOKS = ("patient-view", "order-select", "order-sign")
 
@@ -80,15 +80,42 @@ class PatientRecord:
 
     def resolve_medication(self, owner: dict[str, Any]) -> dict[str, Any] | None:
         """The Medication a request/statement points at: contained (``#id``), bundled or by fullUrl."""
-        ref = (owner.get("medicationReference") or {}).get("reference")
+        reference = owner.get("medicationReference")
+        if reference is not None and not isinstance(reference, dict):
+            self.validate(owner)  # raises: medicationReference must be a Reference
+            return None
+        ref = (reference or {}).get("reference")
         if not isinstance(ref, str):
             return None
         if ref.startswith("#"):
-            for contained in owner.get("contained") or []:
+            contained_list = owner.get("contained") or []
+            if not isinstance(contained_list, list):
+                self.validate(owner)  # raises: contained must be a list
+                return None
+            for contained in contained_list:
                 if isinstance(contained, dict) and contained.get("id") == ref[1:]:
+                    if contained.get("resourceType") != "Medication":
+                        self.validate(owner)  # names the malformed resource
                     return contained
             return None
         return self.medications_by_ref.get(ref)
+
+
+def wellformed_concept(concept: Any) -> bool:
+    """Whether a CodeableConcept has the shape the fact builders can read (or is simply absent).
+
+    A resource of a type the rules read whose concept is malformed cannot be judged irrelevant, so
+    callers validate it instead of skipping it: the caller gets an error naming it, never silence.
+    """
+    if concept is None:
+        return True
+    if not isinstance(concept, dict):
+        return False
+    codings = concept.get("coding")
+    if codings is not None and (not isinstance(codings, list) or not all(isinstance(c, dict) for c in codings)):
+        return False
+    text = concept.get("text")
+    return text is None or isinstance(text, str)
 
 
 def parse_json(text: str | bytes, *, source: str = "input") -> Any:
@@ -161,6 +188,9 @@ def _choose_patient(
     pairs: list[tuple[dict[str, Any], str | None]], patient_id: str | None, where: str
 ) -> tuple[dict[str, Any] | None, set[str]]:
     patients = [(r, url) for r, url in pairs if r["resourceType"] == "Patient"]
+    for resource, _url in patients:
+        if not isinstance(resource.get("id", ""), str):
+            validate_resource({k: v for k, v in resource.items() if k in PATIENT_ELEMENTS_READ})  # names it
     chosen: tuple[dict[str, Any], str | None] | None = None
     if patient_id:
         for resource, url in patients:
@@ -250,6 +280,11 @@ def ingest(payload: Any, *, hook: str | None = None, where: str = "input") -> Pa
         )
 
     patient, keys = _choose_patient(pairs + draft_pairs, patient_id, where)
+    if patient is not None:
+        # Only the elements the facts read are validated: a Synthea Patient's extensions, narrative
+        # and addresses cost ~10 ms to validate and can never change a card. Done first, because the
+        # patient's id decides which other resources belong to this patient.
+        validate_resource({k: v for k, v in patient.items() if k in PATIENT_ELEMENTS_READ})
     resources: dict[str, list[dict[str, Any]]] = {}
     medications: dict[str, dict[str, Any]] = {}
     seen: set[tuple[str, str]] = set()
@@ -309,10 +344,6 @@ def ingest(payload: Any, *, hook: str | None = None, where: str = "input") -> Pa
         notes=notes,
         source=source,
     )
-    if patient is not None:
-        # Only the elements the facts read are validated: a Synthea Patient's extensions, narrative
-        # and addresses cost ~10 ms to validate and can never change a card.
-        record.validate({k: v for k, v in patient.items() if k in PATIENT_ELEMENTS_READ})
     return record
 
 

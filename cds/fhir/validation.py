@@ -74,8 +74,7 @@ def validate_resource(resource: dict[str, Any]) -> None:
             resource=label,
             field=where,
         ) from None
-    except (TypeError, ValueError) as exc:  # fhir.resources raises these for some primitive errors
+    except Exception as exc:  # noqa: BLE001 - fhir.resources raises TypeError/ValueError/KeyError on bad input
         label = resource_label(resource)
-        raise InvalidResourceError(
-            f"{label} is not valid FHIR R4: {exc}", resource=label
-        ) from None
+        detail = f"unknown resource type {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+        raise InvalidResourceError(f"{label} is not valid FHIR R4: {detail}", resource=label) from None
