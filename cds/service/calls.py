@@ -13,15 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
 from cds._exceptions import EngineError, InputError, InvalidResourceError
 from cds.service import crud
-from cds.service.api.body import parse_json_body, read_body
+from cds.service.api.body import parse_json_body, read_body, validate_or_400
 from cds.service.errors import BadRequest, InternalError, NotFound, ServiceError
 from cds.service.prefetch import complete_prefetch
 from cds.service.redact import redact_request, redact_text
-from cds.service.schemas import HOOK_CONTEXTS, CdsRequest, error_field
+from cds.service.schemas import HOOK_CONTEXTS, CdsRequest
 from cds.service.security import Caller
 from cds.service.state import ServiceState
 
@@ -33,20 +32,10 @@ _RAW_LIMIT = 1_000_000  # characters of a non-JSON body kept in the audit trail
 
 
 def _validated(payload: Any, hook: str) -> CdsRequest:
-    if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object")
-    try:
-        request = CdsRequest.model_validate(payload)
-    except ValidationError as exc:
-        field, message = error_field(exc)
-        raise BadRequest(f"{field or 'request'}: {message}", field=field or None) from None
+    request = validate_or_400(CdsRequest, payload, what="request")
     if request.hook != hook:
         raise BadRequest(f"hook: this service handles {hook!r}, not {request.hook!r}", field="hook")
-    try:
-        HOOK_CONTEXTS[hook].model_validate(request.context)
-    except ValidationError as exc:
-        field, message = error_field(exc, "context")
-        raise BadRequest(f"{field}: {message}", field=field) from None
+    validate_or_400(HOOK_CONTEXTS[hook], request.context, what="context", prefix="context")
     return request
 
 

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
 from cds.service.errors import BadRequest, PayloadTooLarge
+from cds.service.schemas import error_field
 
-__all__ = ["read_body", "parse_json_body"]
+__all__ = ["parse_json_body", "read_body", "validate_or_400"]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_or_400(model: type[ModelT], data: Any, *, what: str, prefix: str = "") -> ModelT:
+    """``model.model_validate(data)``, or a 400 whose OperationOutcome names the first bad field.
+
+    ``what`` names the whole body in messages ("request", "feedback"); ``prefix`` roots field paths
+    (``context`` for hook contexts).
+    """
+    if not prefix and not isinstance(data, dict):
+        raise BadRequest(f"the {what} body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        field, message = error_field(exc, prefix)
+        raise BadRequest(f"{field or what}: {message}", field=field or None) from None
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:

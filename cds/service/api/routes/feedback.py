@@ -7,13 +7,12 @@ import logging
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from cds.service import crud
-from cds.service.api.body import parse_json_body, read_body
+from cds.service.api.body import parse_json_body, read_body, validate_or_400
 from cds.service.api.deps import CallerDep, StateDep
-from cds.service.errors import BadRequest, NotFound
-from cds.service.schemas import FeedbackRequest, error_field
+from cds.service.errors import NotFound
+from cds.service.schemas import FeedbackRequest
 
 __all__ = ["router"]
 
@@ -32,13 +31,7 @@ async def feedback(service_id: str, request: Request, state: StateDep, caller: C
     if service_id not in state.holder.current().catalog:
         raise NotFound(f"no CDS service {service_id!r}; GET /cds-services lists them")
     payload = parse_json_body(await read_body(request, max_bytes=state.settings.max_body_bytes))
-    if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object")
-    try:
-        parsed = FeedbackRequest.model_validate(payload)
-    except ValidationError as exc:
-        field, message = error_field(exc)
-        raise BadRequest(f"{field or 'feedback'}: {message}", field=field or None) from None
+    parsed = validate_or_400(FeedbackRequest, payload, what="feedback")
     outcome = await anyio.to_thread.run_sync(lambda: crud.record_feedback(
         sessions=state.sessions, service_id=service_id, items=parsed.feedback, client_iss=caller.iss))
     if outcome.unknown_cards:
