@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cds.codesystems import RULE_SYSTEM
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "fhir_samples"
 
@@ -67,7 +69,8 @@ def test_sample_yields_exact_cards(entry: dict) -> None:
     assert got == expected, f"{entry['file']} ({entry.get('shows', '')})"
     for card in response["cards"]:
         assert len(card["summary"]) < 140
-        assert card["source"]["topic"]["code"] in card["source"]["topic"].get("code", "")
+        assert card["source"]["topic"]["system"] == RULE_SYSTEM
+        assert card["source"]["topic"].get("version"), "the rule version must be on every card"
         assert card["detail"].strip()
         if card.get("suggestions"):
             assert card["selectionBehavior"] in ("at-most-one", "any")

@@ -84,7 +84,9 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
     if previous_digest is not None and ruleset.digest == previous_digest:
         return None, result(True, ruleset.digest, warnings=warnings)
     try:
-        tested = Engine(ruleset, include_drafts=True)
+        # drafts run in the tests too (their tests must pass before they may ever be enabled)
+        has_drafts = any(rule.spec.status == "draft" for rule in ruleset.rules)
+        tested = Engine(ruleset, include_drafts=include_drafts or has_drafts)
     except (CDSError, ValueError) as exc:
         return None, result(False, ruleset.digest, issues=[f"the rules do not compile: {exc}"], warnings=warnings)
     if run_rule_tests:
@@ -95,7 +97,8 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
             failures = [f"{r.title} ({r.case.where}): {_difference(r.message) if r.message else r.status}"
                         for r in report.failures()] + report.problems
             return None, result(False, ruleset.digest, test_failures=failures, warnings=warnings)
-    engine = tested if include_drafts else Engine(ruleset, include_drafts=False)
+    # serve the tested engine unless it ran drafts the service excludes: only then compile another
+    engine = tested if tested.include_drafts == include_drafts else Engine(ruleset, include_drafts=False)
     return engine, result(True, ruleset.digest, changed=True, warnings=warnings)
 
 

@@ -284,14 +284,14 @@ def build_facts(
 
 
 def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, values: dict[str, FactValue]) -> None:
-    insulin_items = coded.medication_resources.get("insulin", [])
-    u500_resources = {id(r) for r, _kind in coded.medication_resources.get("insulin-u500", [])}
+    u500_items = coded.medication_resources.get("insulin-u500", [])
+    u500_resources = {id(r) for r, _kind in u500_items}
+    # a U-500 product usually sits in both value sets: each resource is considered once (by identity)
+    unique = {id(r): (r, kind) for r, kind in coded.medication_resources.get("insulin", []) + u500_items}
     active: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     drafted: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     other_active = False
-    for resource, kind in insulin_items + [
-        pair for pair in coded.medication_resources.get("insulin-u500", []) if pair not in insulin_items
-    ]:
+    for resource, kind in unique.values():
         concept = medication_concept(record, resource)
         if kind == "drafted":
             drafted.append((resource, concept))
@@ -299,9 +299,6 @@ def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, value
             active.append((resource, concept))
             if id(resource) not in u500_resources:
                 other_active = True
-    # the same resource may sit in both sets: count it once
-    active = list({id(r): (r, c) for r, c in active}.values())
-    drafted = list({id(r): (r, c) for r, c in drafted}.values())
     weight = facts.labs.get("weight") or facts.last_labs.get("weight")
     dose = compute_insulin_dose(active, drafted, weight)
     facts.insulin = dose
@@ -313,7 +310,7 @@ def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, value
         values["insulin_u_per_kg"] = round(dose.per_kg, 3)
     values["insulin_other_than_u500_active"] = other_active
     vial = False
-    for resource, kind in coded.medication_resources.get("insulin-u500", []):
+    for resource, kind in u500_items:
         if kind != "drafted" and not _is_active(resource):
             continue
         concept = medication_concept(record, resource) or {}
