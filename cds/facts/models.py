@@ -21,6 +21,7 @@ __all__ = [
     "FactSpec",
     "IgnoredValue",
     "InsulinDose",
+    "UnreadableValue",
     "LabValue",
     "PatientFacts",
 ]
@@ -70,6 +71,32 @@ class IgnoredValue(BaseModel):
     fact: str
     resource: str
     reason: str
+
+
+class UnreadableValue(BaseModel):
+    """A record that exists but whose value, unit, dose or date cannot be interpreted (pathways.md 1).
+
+    Unreadable is the third state of a fact, beside a value and absent: it is never reported as
+    "no X on record", and a safety rule that the value could decide must not go silent because of it
+    (``safety-data-needed`` names it instead). The flat fact ``<name>_unreadable`` carries the state to
+    the rules; this object carries what the card and ``cds explain`` show.
+    """
+
+    fact: str  # fact name, e.g. "egfr" or "insulin_tdd"
+    resource: str  # "Observation/abc"
+    raw: str  # what the record said, e.g. "see report" or "<60" (as written)
+    reason: str  # why it could not be read, in words
+    date: datetime | None = None
+    title: str | None = None  # human name of the concept, e.g. "eGFR"
+
+    def describe(self) -> str:
+        """``eGFR of 2026-10-01 could not be read ('see report')``."""
+        name = self.title or self.fact
+        when = f" of {self.date.date().isoformat()}" if self.date else ""
+        return f"{name}{when} could not be read ('{self.raw}')"
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 class CodedItem(BaseModel):
@@ -123,6 +150,7 @@ class PatientFacts(BaseModel):
     bmi_source: str | None = None
     bmi_z: float | None = None
     ignored: list[IgnoredValue] = Field(default_factory=list)
+    unreadable: dict[str, UnreadableValue] = Field(default_factory=dict)  # fact name -> latest unreadable record
     notes: list[str] = Field(default_factory=list)
     values: dict[str, FactValue] = Field(default_factory=dict)
     definitions: dict[str, bool] = Field(default_factory=dict)  # def_<name> -> inferred by the engine
