@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cds.codesystems import OVERRIDE_REASON_SYSTEM
 
@@ -109,6 +109,28 @@ class CardSpec(_Strict):
     selection: Literal["at-most-one", "any"] | None = None
 
 
+class ChangelogEntry(_Strict):
+    """One line of a rule's history: the version it introduced and what changed clinically or in wording."""
+
+    version: str
+    date: str = Field(description="YYYY-MM-DD")
+    change: str = Field(min_length=5)
+
+    @field_validator("version")
+    @classmethod
+    def _version_format(cls, value: str) -> str:
+        if not SEMVER.match(value):
+            raise ValueError("version must be MAJOR.MINOR.PATCH, e.g. 1.1.0")
+        return value
+
+    @field_validator("date")
+    @classmethod
+    def _date_format(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError("date must be YYYY-MM-DD")
+        return value
+
+
 class RuleSpec(_Strict):
     """A rule file."""
 
@@ -127,6 +149,9 @@ class RuleSpec(_Strict):
     override_reasons: list[OverrideReasonSpec] = Field(default_factory=list)
     limitations: str | None = None
     author: str | None = None
+    changelog: list[ChangelogEntry] = Field(
+        default_factory=list, description="newest first; the first entry's version equals the rule's version"
+    )
 
     @field_validator("id")
     @classmethod
@@ -141,6 +166,16 @@ class RuleSpec(_Strict):
         if not SEMVER.match(value):
             raise ValueError("version must be MAJOR.MINOR.PATCH, e.g. 1.0.0")
         return value
+
+    @model_validator(mode="after")
+    def _changelog_matches_version(self) -> RuleSpec:
+        """A bumped version without its changelog line (or the reverse) is the mistake this catches."""
+        if self.changelog and self.changelog[0].version != self.version:
+            raise ValueError(
+                f"changelog: the newest entry is {self.changelog[0].version} but the rule's version is "
+                f"{self.version}; add a changelog line for {self.version} at the top"
+            )
+        return self
 
 
 class DefinitionSpec(_Strict):
