@@ -17,7 +17,7 @@ from cds.facts.build import fact_key
 from cds.facts.models import PatientFacts, fmt_number
 from cds.rules.compile import rule_condition
 from cds.rules.conditions import All, AnyOf, Compare, Node, Not, Ref
-from cds.rules.loader import LoadedRule, RuleSet
+from cds.rules.model import LoadedRule, RuleSet
 
 __all__ = ["CardCheck", "Explanation", "RuleExplanation", "explain", "explain_evaluation", "render_text", "why_not"]
 

@@ -38,6 +38,7 @@ def command(path: Path, rule: str | None, case: str | None, hook: str | None, no
     from cds.authoring.explain import explain, render_text
     from cds.cli.evaluate import load_input_file
     from cds.engine import Engine
+    from cds.rules.loader import load_ruleset
 
     if path.name.endswith(".test.yaml"):
         from cds.authoring.testfile import TestFileError, load_test_file
@@ -53,7 +54,7 @@ def command(path: Path, rule: str | None, case: str | None, hook: str | None, no
         click.echo(f"Case: {chosen.name} ({chosen.where}), expected {chosen.spec.expect}")
     else:
         payload, instant = load_input_file(path), now
-    engine = Engine.load(rulesets, include_drafts=include_drafts)
+    engine = Engine(load_ruleset(rulesets, use_cache=True), include_drafts=include_drafts)
     try:
         explanation = explain(engine, payload, hook=hook, now=instant or now, rule=rule)
     except KeyError as exc:

@@ -19,6 +19,7 @@ import click
 import pytest
 
 from cds.cli import cli
+from cds.cli.evaluate import evaluate as evaluate_command
 
 from .conftest import (
     EGFR,
@@ -197,7 +198,7 @@ def _options(command: click.Command) -> list[click.Option]:
     return [p for p in command.params if isinstance(p, click.Option) and not p.hidden and p.name != "help"]
 
 
-@pytest.mark.parametrize(("run_name", "command"), [("help", cli), ("evaluate-help", cli.commands["evaluate"])])
+@pytest.mark.parametrize(("run_name", "command"), [("help", cli), ("evaluate-help", evaluate_command)])
 def test_help_documents_every_option_with_an_example(runs, run_name, command) -> None:
     run = runs[run_name]
     assert run.code == 0
