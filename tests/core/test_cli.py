@@ -213,3 +213,15 @@ def test_help_documents_every_option_with_an_example(runs, run_name, command) ->
 def test_group_help_lists_evaluate(runs) -> None:
     assert "evaluate" in runs["help"].stdout
     assert "cds evaluate" in runs["help"].stdout
+
+
+def test_bench_without_bundles_says_where_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cds.cli.bench import _default_bundles
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(click.UsageError) as caught:
+        _default_bundles(tmp_path / "shared" / "data" / "synthea-r4")
+    message = caught.value.message
+    assert "--bundles DIR" in message and "Synthea" in message and "fhir_samples/bundles" in message
+    (tmp_path.parent / "shared" / "data" / "synthea-r4").mkdir(parents=True, exist_ok=True)
+    assert _default_bundles(tmp_path / "nowhere") == tmp_path.parent / "shared" / "data" / "synthea-r4"
