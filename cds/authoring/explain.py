@@ -203,9 +203,9 @@ def _rule_explanation(rule: LoadedRule, engine: Engine, evaluation: Evaluation) 
                                       holds=holds, matched_by_engine=index in matched if ran else holds,
                                       reason=reason))
     if result.fired:
-        for card in evaluation.cards:
-            if card.source.topic is not None and card.source.topic.code == spec.id:
-                result.summary = card.summary
+        for shown in evaluation.cards:
+            if shown.source.topic is not None and shown.source.topic.code == spec.id:
+                result.summary = shown.summary
     return result
 
 

@@ -284,12 +284,12 @@ def load_test_file(path: Path) -> TestFile:
     try:
         spec = TestFileSpec.model_validate(loaded.data or {})
     except ValidationError as exc:
-        problems = []
+        schema_problems = []
         for error in exc.errors():
             loc = tuple(error.get("loc", ()))
             message = "unknown field" if error.get("type") == "extra_forbidden" else error.get("msg", "invalid")
-            problems.append((loaded.line_of(loc), f"{'.'.join(str(p) for p in loc) or '(file)'}: {message}"))
-        raise TestFileError(path, problems) from None
+            schema_problems.append((loaded.line_of(loc), f"{'.'.join(str(p) for p in loc) or '(file)'}: {message}"))
+        raise TestFileError(path, schema_problems) from None
     problems: list[tuple[int, str]] = []
     expected_stem = path.name[: -len(TEST_SUFFIX)] if path.name.endswith(TEST_SUFFIX) else path.stem
     if spec.rule != expected_stem:

@@ -29,7 +29,8 @@ def _default_bundles(default: Path) -> Path:
                    "development checkout). Example: --bundles ./bundles")
 @click.option("--rounds", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many times each bundle is evaluated. Example: --rounds 10")
-@click.option("--now", default="2026-11-01T00:00:00Z", show_default=True, help="Evaluation time. Example: --now 2026-06-01T00:00:00Z")
+@click.option("--now", default="2026-11-01T00:00:00Z", show_default=True,
+              help="Evaluation time. Example: --now 2026-06-01T00:00:00Z")
 @click.option("--rulesets", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="CDS_RULESETS",
               help="Rulesets folder (default: built-in). Example: --rulesets ./rulesets")
 def command(bundles: Path | None, rounds: int, now: str, rulesets: Path | None) -> None:

@@ -44,7 +44,7 @@ class YamlSyntaxError(ValueError):
         self.path, self.line, self.message = path, line, message
 
 
-class LineLoader(_Base):  # type: ignore[misc, valid-type]
+class LineLoader(_Base):
     """``CSafeLoader`` that refuses duplicate keys (PyYAML silently keeps the last one).
 
     The error names the line of the repeated key and of its first use: a rule file that sets ``when``
@@ -61,7 +61,7 @@ class LineLoader(_Base):  # type: ignore[misc, valid-type]
                         None, None, f"duplicate key {key_node.value!r} (first at line {seen[key]})",
                         key_node.start_mark)
                 seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 def compose(text: str) -> tuple[Any, yaml.Node | None]:
