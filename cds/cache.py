@@ -100,12 +100,25 @@ def write_atomic(path: Path, data: bytes, *, keep: int | None = None) -> bool:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        if keep is not None:
-            entries = sorted((p for p in path.parent.iterdir() if p.suffix == path.suffix and p.is_file()),
-                             key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in entries[keep:]:
-                old.unlink(missing_ok=True)
-        return True
     except OSError as exc:
         log.warning("could not write the cache file %s (the next start recomputes it): %s", path, exc)
         return False
+    if keep is not None:
+        _prune(path.parent, path.suffix, keep)
+    return True
+
+
+def _prune(folder: Path, suffix: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``*suffix`` files (another process may be pruning too)."""
+    dated: list[tuple[float, Path]] = []
+    try:
+        for entry in folder.iterdir():
+            if entry.suffix == suffix:
+                try:
+                    dated.append((entry.stat().st_mtime, entry))
+                except FileNotFoundError:
+                    continue
+        for _mtime, old in sorted(dated, reverse=True)[keep:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not prune the cache folder %s: %s", folder, exc)

@@ -158,3 +158,16 @@ def _request(egfr: float) -> dict:
                          "valueQuantity": {"value": egfr, "unit": "mL/min/{1.73_m2}", "system": "http://unitsofmeasure.org",
                                            "code": "mL/min/{1.73_m2}"}}}]}},
     }
+
+
+def test_cache_files_are_private_atomic_and_pruned(tmp_path: Path) -> None:
+    from cds.cache import read_private, write_atomic
+
+    for i in range(10):
+        assert write_atomic(tmp_path / "c" / f"{i}.pickle", b"x" * i, keep=8)
+        os.utime(tmp_path / "c" / f"{i}.pickle", (1000 + i, 1000 + i))
+    left = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert left == [f"{i}.pickle" for i in range(2, 10)]  # the two oldest went
+    assert read_private(tmp_path / "c" / "9.pickle") == b"x" * 9
+    assert (tmp_path / "c" / "9.pickle").stat().st_mode & 0o077 == 0
+    assert read_private(tmp_path / "c" / "missing.pickle") is None
