@@ -171,3 +171,10 @@ def test_cache_files_are_private_atomic_and_pruned(tmp_path: Path) -> None:
     assert read_private(tmp_path / "c" / "9.pickle") == b"x" * 9
     assert (tmp_path / "c" / "9.pickle").stat().st_mode & 0o077 == 0
     assert read_private(tmp_path / "c" / "missing.pickle") is None
+
+
+def test_the_builtin_rulesets_validate() -> None:
+    """The rule cases (rulesets/conftest.py) run on a ruleset loaded without validation: this test is
+    where the README's test command checks the built-in rules the way `cds rules validate` does."""
+    ruleset = load_validated()
+    assert ruleset.errors == [] and ruleset.validated and ruleset.rules
