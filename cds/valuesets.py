@@ -29,6 +29,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from cds.resources import builtin_rulesets_dir
+from cds.rules.yamlsource import LineLoader
+
 __all__ = [
     "DEFAULT_DIRECTORY",
     "ICD_SYSTEMS",
@@ -42,8 +45,8 @@ __all__ = [
     "system_uri",
 ]
 
-#: The value sets shipped with the project (a source checkout or editable install).
-DEFAULT_DIRECTORY = Path(__file__).resolve().parent.parent / "rulesets" / "valuesets"
+#: The value sets shipped with the project (package data: cds.resources).
+DEFAULT_DIRECTORY = builtin_rulesets_dir() / "valuesets"
 
 _SNOMED = "http://snomed.info/sct"
 _LOINC = "http://loinc.org"
@@ -580,10 +583,8 @@ class _ValueSetFile(_Strict):
 # Loading
 # --------------------------------------------------------------------------------------------------
 
-try:  # the C loader is much faster; fall back to pure Python where libyaml is missing
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+# The project's one YAML loader: libyaml's CSafeLoader, duplicate keys refused (cds/rules/yamlsource.py).
+_Loader: type = LineLoader
 
 
 def _parse_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:

@@ -6,6 +6,7 @@ Nothing here changes how rules are evaluated: every module drives the real loade
 * :mod:`~cds.authoring.notation`  compact test-patient notation (``LOINC#27873-9 38 uIU/mL``) -> FHIR
 * :mod:`~cds.authoring.testfile`  ``rules/<id>.test.yaml``: format, loading, CDS Hooks request building
 * :mod:`~cds.authoring.runner`    run the tests, diff expected vs actual
+* :mod:`~cds.authoring.gate`      validation + rule-test checks on request; the serve/reload gate, cached by digest
 * :mod:`~cds.authoring.explain`   facts as seen and, per rule, the first failing condition
 * :mod:`~cds.authoring.catalog`   the Markdown/HTML rule catalogue a safety officer signs off
 * :mod:`~cds.authoring.schemas`   JSON Schema export of the rule and test file formats

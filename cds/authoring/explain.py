@@ -17,7 +17,7 @@ from cds.facts.build import fact_key
 from cds.facts.models import PatientFacts, fmt_number
 from cds.rules.compile import rule_condition
 from cds.rules.conditions import All, AnyOf, Compare, Node, Not, Ref
-from cds.rules.loader import LoadedRule, RuleSet
+from cds.rules.model import LoadedRule, RuleSet
 
 __all__ = ["CardCheck", "Explanation", "RuleExplanation", "explain", "explain_evaluation", "render_text", "why_not"]
 
@@ -203,9 +203,9 @@ def _rule_explanation(rule: LoadedRule, engine: Engine, evaluation: Evaluation) 
                                       holds=holds, matched_by_engine=index in matched if ran else holds,
                                       reason=reason))
     if result.fired:
-        for card in evaluation.cards:
-            if card.source.topic is not None and card.source.topic.code == spec.id:
-                result.summary = card.summary
+        for shown in evaluation.cards:
+            if shown.source.topic is not None and shown.source.topic.code == spec.id:
+                result.summary = shown.summary
     return result
 
 

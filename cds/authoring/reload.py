@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cds._exceptions import CDSError, RulesetError
+from cds.authoring.gate import validate_ruleset
 from cds.engine import Engine
 from cds.rules.loader import default_rulesets_dir, load_ruleset
 
@@ -78,6 +79,7 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
         ruleset = load_ruleset(directory, strict=False)
     except RulesetError as exc:
         return None, result(False, None, issues=[str(exc)])
+    validate_ruleset(ruleset)  # loading checks the schema only (h9-structure: see cds.authoring.gate)
     warnings = [str(i) for i in ruleset.issues if i.severity != "error"]
     if ruleset.errors:
         return None, result(False, ruleset.digest, issues=[str(i) for i in ruleset.errors], warnings=warnings)

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from cds._exceptions import CDSError
 from cds.authoring.explain import explain_evaluation
-from cds.authoring.testfile import TEST_SUFFIX, TestCase, TestFile, TestFileError, load_test_file, test_path_for
+from cds.authoring.testfile import (
+    TEST_SUFFIX,
+    TestCase,
+    TestFile,
+    TestFileError,
+    discover_test_files,
+    load_test_file,
+)
 from cds.engine import Engine, Evaluation
-from cds.rules.loader import RuleSet
+from cds.rules.model import RuleSet
 
 __all__ = ["CaseResult", "TestReport", "action_kinds", "discover_test_files", "run_case", "run_tests"]
 
@@ -174,16 +180,6 @@ def run_case(engine: Engine, case: TestCase) -> CaseResult:
     if case.spec.todo:
         return CaseResult(case, "todo", expected, actual, f"known gap: {case.spec.todo}\n{message}")
     return CaseResult(case, "fail", expected, actual, message)
-
-
-def discover_test_files(ruleset: RuleSet) -> tuple[list[Path], list[str]]:
-    """Test files of the ruleset's rules, and problems: orphan test files (no rule of that id)."""
-    rules_dir = ruleset.directory / "rules"
-    found = sorted(rules_dir.glob(f"*{TEST_SUFFIX}")) if rules_dir.is_dir() else []
-    rule_files = {test_path_for(r.path) for r in ruleset.rules}
-    problems = [f"{p}:1: test file has no rule {p.name[:-len(TEST_SUFFIX)]!r} beside it" for p in found
-                if p not in rule_files]
-    return [p for p in found if p in rule_files], problems
 
 
 class _Engines:

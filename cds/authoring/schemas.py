@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from cds.authoring.testfile import TestFileSpec
 from cds.rules.schema import DefinitionsFile, RuleSpec
 
 __all__ = ["KINDS", "json_schema"]
 
-KINDS = {
+KINDS: dict[str, tuple[type[BaseModel], str]] = {
     "rule": (RuleSpec, "SIR CDS rule file (rulesets/rules/<id>.yaml)"),
     "definitions": (DefinitionsFile, "SIR CDS shared definitions (rulesets/definitions.yaml)"),
     "tests": (TestFileSpec, "SIR CDS rule tests (rulesets/rules/<id>.test.yaml)"),

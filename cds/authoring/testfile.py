@@ -30,13 +30,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cds.authoring.notation import NotationError, expand_mapping, parse_item, resolve_date
 from cds.fhir.dates import parse_now
 from cds.rules.yamlsource import LoadedYaml, YamlSyntaxError, load_yaml
+
+if TYPE_CHECKING:
+    from cds.rules.model import RuleSet
 
 __all__ = [
     "CaseSpec",
@@ -46,6 +49,7 @@ __all__ = [
     "TestFileError",
     "TestFileSpec",
     "build_request",
+    "discover_test_files",
     "load_test_file",
     "test_path_for",
 ]
@@ -167,6 +171,16 @@ def test_path_for(rule_path: Path) -> Path:
     return rule_path.with_name(rule_path.stem + TEST_SUFFIX)
 
 
+def discover_test_files(ruleset: RuleSet) -> tuple[list[Path], list[str]]:
+    """Test files of the ruleset's rules, and problems: orphan test files (no rule of that id)."""
+    rules_dir = ruleset.directory / "rules"
+    found = sorted(rules_dir.glob(f"*{TEST_SUFFIX}")) if rules_dir.is_dir() else []
+    rule_files = {test_path_for(r.path) for r in ruleset.rules}
+    problems = [f"{p}:1: test file has no rule {p.name[:-len(TEST_SUFFIX)]!r} beside it" for p in found
+                if p not in rule_files]
+    return [p for p in found if p in rule_files], problems
+
+
 def _patient_resource(spec: PatientSpec, now: datetime) -> dict[str, Any]:
     patient: dict[str, Any] = {"resourceType": "Patient", "id": spec.id}
     if spec.gender:
@@ -270,12 +284,12 @@ def load_test_file(path: Path) -> TestFile:
     try:
         spec = TestFileSpec.model_validate(loaded.data or {})
     except ValidationError as exc:
-        problems = []
+        schema_problems = []
         for error in exc.errors():
             loc = tuple(error.get("loc", ()))
             message = "unknown field" if error.get("type") == "extra_forbidden" else error.get("msg", "invalid")
-            problems.append((loaded.line_of(loc), f"{'.'.join(str(p) for p in loc) or '(file)'}: {message}"))
-        raise TestFileError(path, problems) from None
+            schema_problems.append((loaded.line_of(loc), f"{'.'.join(str(p) for p in loc) or '(file)'}: {message}"))
+        raise TestFileError(path, schema_problems) from None
     problems: list[tuple[int, str]] = []
     expected_stem = path.name[: -len(TEST_SUFFIX)] if path.name.endswith(TEST_SUFFIX) else path.stem
     if spec.rule != expected_stem:

@@ -21,7 +21,7 @@ from cds.cards.models import Action, Card, Coding, Link, Source, Suggestion
 from cds.facts.models import CodedItem, LabValue, PatientFacts, fmt_number
 from cds.fhir.validation import validate_resource
 
-__all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "render_card", "template_context"]
+__all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "create_resource", "parse_template", "render_card", "template_context"]
 
 TEMPLATE_NAMES = frozenset({
     "patient", "lab", "last", "fact", "t", "conditions", "medications", "allergies", "procedures",
@@ -38,6 +38,14 @@ DEFAULT_OVERRIDE_REASONS = [
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["num"] = lambda v: fmt_number(v) if isinstance(v, (int, float)) else str(v)
+
+
+def parse_template(template: str) -> Any:
+    """Parse (not render) a card template as cards are rendered: raises ``jinja2.TemplateSyntaxError``.
+
+    For the validators (``cds.rules.validators``), which inspect the parsed template's names.
+    """
+    return _ENV.parse(template)
 
 
 class NotRecorded:
@@ -135,7 +143,8 @@ def _subject(facts: PatientFacts) -> dict[str, str] | None:
     return {"reference": f"Patient/{facts.patient_id}"} if facts.patient_id else None
 
 
-def _create_resource(template: dict[str, Any], facts: PatientFacts, context: dict[str, Any], where: str) -> dict[str, Any]:
+def create_resource(template: dict[str, Any], facts: PatientFacts, context: dict[str, Any], where: str) -> dict[str, Any]:
+    """Render a suggestion's ``create`` template into a FHIR resource and validate it (EngineError if invalid)."""
     resource = _render_data(copy.deepcopy(template), context, where)
     rtype = resource.get("resourceType")
     if rtype in ("ServiceRequest", "MedicationRequest", "DeviceRequest") and "subject" not in resource:
@@ -153,7 +162,7 @@ def _actions(spec: Any, facts: PatientFacts, raw_requests: dict[str, dict[str, A
     for action in spec.actions:
         description = render_text(action.description, context, where) if action.description else None
         if action.create is not None:
-            resource = _create_resource(action.create, facts, context, where)
+            resource = create_resource(action.create, facts, context, where)
             actions.append(Action(type="create", description=description or f"Create {resource['resourceType']}", resource=resource))
         elif action.delete_drafts is not None:
             for resource_id in facts.draft_ids.get(action.delete_drafts, []):

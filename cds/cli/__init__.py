@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -13,7 +14,34 @@ from cds._exceptions import CDSError, InputError
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Each command's module is imported only when that command runs: ``cds evaluate`` must not pay for
+# FastAPI, SQLAlchemy or uvicorn (``serve``), nor the authoring tools (``rules``). name -> module:attr.
+_COMMANDS = {
+    "evaluate": "cds.cli.evaluate:evaluate",
+    "explain": "cds.cli.explain:command",
+    "serve": "cds.cli.serve:command",
+    "rules": "cds.cli.rules:command",
+    "bench": "cds.cli.bench:command",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use (``cds --help`` imports them all)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in _COMMANDS:
+            return command
+        module_name, attribute = _COMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True,
               help="More log output on stderr (-vv for debug). Example: cds -v evaluate FILE")
 def cli(verbose: int) -> None:
@@ -29,23 +57,6 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def _register() -> None:
-    from cds.cli import evaluate
-
-    cli.add_command(evaluate.evaluate)
-    for module_name in ("serve", "rules", "explain", "bench"):
-        try:
-            module = __import__(f"cds.cli.{module_name}", fromlist=["command"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cds.cli.{module_name}":
-                raise
-            continue
-        cli.add_command(module.command)
-
-
-_register()
 
 
 def main() -> None:

@@ -50,13 +50,15 @@ def evaluate(path: Path, hook: str | None, now: str | None, rulesets: Path | Non
     """
     from cds.engine import Engine
     from cds.fhir.dates import parse_now
+    from cds.rules.loader import load_ruleset
 
     payload = load_input_file(path)
     try:
         instant = parse_now(now)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--now") from None
-    engine = Engine.load(rulesets, include_drafts=include_drafts)
+    # parse + schema only (validation is `cds rules validate`'s job), from the user cache when unchanged
+    engine = Engine(load_ruleset(rulesets, use_cache=True), include_drafts=include_drafts)
     try:
         result = engine.evaluate(payload, hook=hook, now=instant)
     except InputError as exc:

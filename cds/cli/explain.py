@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,12 +18,16 @@ __all__ = ["command"]
 @click.option("--case", "case", default=None, metavar="NAME",
               help="With a rule test file as PATH: the case to explain (part of its name, or its number from 1). "
                    "Example: --case \"eGFR 25\"")
-@click.option("--hook", type=click.Choice(HOOKS), default=None, help="Hook for a bare Bundle (default patient-view). Example: --hook order-sign")
+@click.option("--hook", type=click.Choice(HOOKS), default=None,
+              help="Hook for a bare Bundle (default patient-view). Example: --hook order-sign")
 @click.option("--now", "now", default=None, metavar="ISO8601", help="Evaluation time. Example: --now 2026-11-01")
 @click.option("--rulesets", "rulesets", type=click.Path(path_type=Path, file_okay=False), default=None,
-              envvar="CDS_RULESETS", show_envvar=True, help="Rulesets folder (default: the built-in rulesets/). Example: --rulesets ./rulesets")
-@click.option("--include-drafts", is_flag=True, default=False, help="Also run draft rules (as `cds rules test` does). Example: --include-drafts")
-@click.option("--all-facts", is_flag=True, default=False, help="List every flat fact, false and unknown ones too. Example: --all-facts")
+              envvar="CDS_RULESETS", show_envvar=True,
+              help="Rulesets folder (default: the built-in rulesets/). Example: --rulesets ./rulesets")
+@click.option("--include-drafts", is_flag=True, default=False,
+              help="Also run draft rules (as `cds rules test` does). Example: --include-drafts")
+@click.option("--all-facts", is_flag=True, default=False,
+              help="List every flat fact, false and unknown ones too. Example: --all-facts")
 def command(path: Path, rule: str | None, case: str | None, hook: str | None, now: str | None,
             rulesets: Path | None, include_drafts: bool, all_facts: bool) -> None:
     """Explain the evaluation of PATH: a CDS Hooks request, a FHIR Bundle, or a rule test file case.
@@ -38,6 +43,7 @@ def command(path: Path, rule: str | None, case: str | None, hook: str | None, no
     from cds.authoring.explain import explain, render_text
     from cds.cli.evaluate import load_input_file
     from cds.engine import Engine
+    from cds.rules.loader import load_ruleset
 
     if path.name.endswith(".test.yaml"):
         from cds.authoring.testfile import TestFileError, load_test_file
@@ -53,7 +59,7 @@ def command(path: Path, rule: str | None, case: str | None, hook: str | None, no
         click.echo(f"Case: {chosen.name} ({chosen.where}), expected {chosen.spec.expect}")
     else:
         payload, instant = load_input_file(path), now
-    engine = Engine.load(rulesets, include_drafts=include_drafts)
+    engine = Engine(load_ruleset(rulesets, use_cache=True), include_drafts=include_drafts)
     try:
         explanation = explain(engine, payload, hook=hook, now=instant or now, rule=rule)
     except KeyError as exc:
@@ -61,7 +67,7 @@ def command(path: Path, rule: str | None, case: str | None, hook: str | None, no
     click.echo(render_text(explanation, all_facts=all_facts))
 
 
-def _pick_case(cases: list, wanted: str | None):  # type: ignore[no-untyped-def, type-arg]
+def _pick_case(cases: list[Any], wanted: str | None) -> Any:
     if wanted is None:
         if len(cases) == 1:
             return cases[0]

@@ -33,8 +33,9 @@ import csv
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from statistics import NormalDist
+
+from cds.resources import builtin_rulesets_dir
 
 __all__ = [
     "MAX_AGE_MONTHS",
@@ -48,10 +49,9 @@ __all__ = [
 REFERENCE_NAME = "CDC 2000 BMI-for-age (extended method above the 95th percentile, CDC 2022)"
 """Shown in card details and explanations next to the z-score."""
 
-# The table lives in the repository's data folder, not in the package, so an informatician can read
-# and replace it; cds/facts/growth.py -> parents[2] is the repository root (works with `pip install
-# -e .`, which imports cds from the source tree).
-REFERENCE_PATH = Path(__file__).resolve().parents[2] / "rulesets" / "reference" / "bmi_for_age_lms.csv"
+# The table lives in the rulesets' data folder (rulesets/reference/) so an informatician can read and
+# replace it; it ships as package data and is found with importlib.resources (cds.resources).
+REFERENCE_PATH = builtin_rulesets_dir() / "reference" / "bmi_for_age_lms.csv"
 
 # source: CDC 2000 growth charts, BMI-for-age is defined from 2 to 20 years (bmiagerev.csv rows
 # Agemos 24 .. 240.5). The upper bound is exclusive: at 240 months (20 y) the child is an adult.

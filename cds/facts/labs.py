@@ -25,6 +25,7 @@ from cds.facts.models import IgnoredValue, LabValue
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord, wellformed_concept
 from cds.fhir.validation import resource_label
+from cds.rules.yamlsource import safe_load
 from cds.units import UnitError, canonical_unit, convert, normalise_unit_text
 
 __all__ = ["LabCatalog", "LabDefinition", "load_lab_catalog", "months_before", "observation_date"]
@@ -80,7 +81,7 @@ class LabCatalog:
 def load_lab_catalog(path: Path, valuesets: dict[str, Any]) -> LabCatalog:
     """Read ``labs.yaml`` and index its codes; unknown value sets or quantities are errors."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load(path.read_text(encoding="utf-8")) or {}  # libyaml, duplicate keys refused
     except (OSError, yaml.YAMLError) as exc:
         raise RulesetError(f"{path}: cannot read lab definitions: {exc}") from None
     issues: list[str] = []

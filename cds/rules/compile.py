@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cds.rules.conditions import All, AnyOf, Compare, Node, references
-from cds.rules.loader import LoadedRule
+from cds.rules.model import LoadedRule
 
 __all__ = [
     "CATCH_ALL",

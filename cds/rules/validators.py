@@ -1,7 +1,12 @@
-"""Checks on a loaded RuleSet beyond the schema: templates, suggestions, card text length.
+"""Checks on a loaded RuleSet beyond the schema: templates, suggestions, card text length, engine limits.
 
 Each check returns :class:`Issue` objects with file and line, so ``cds rules validate`` can list every
-problem at once. The service refuses to load a RuleSet with any error-level issue.
+problem at once. The service refuses to serve a RuleSet with any error-level issue.
+
+Nobody runs these on load (they render every template and build every suggested FHIR resource, which
+``cds evaluate`` need not pay for): the caller asks, through
+:func:`cds.authoring.gate.validate_ruleset`, which adds the rule-test checks of :mod:`cds.authoring`.
+This module depends on the rule model, the card renderer and the compiler only, never on authoring.
 """
 
 from __future__ import annotations
@@ -13,16 +18,13 @@ from datetime import UTC, datetime
 from jinja2 import TemplateSyntaxError, meta
 
 from cds._exceptions import CDSError
-from cds.cards.render import _ENV, TEMPLATE_NAMES, template_context
+from cds.cards.render import TEMPLATE_NAMES, create_resource, parse_template, template_context
 from cds.facts.models import PatientFacts
-from cds.rules.loader import Issue, LoadedRule, RuleSet
+from cds.rules.model import Issue, LoadedRule, RuleSet
 
-__all__ = ["SUMMARY_LIMIT", "run_validators"]
+__all__ = ["SUMMARY_LIMIT", "VALIDATORS", "run_validators"]
 
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0: summary SHALL be < 140 characters
-# While the catalogue rules are being written, a rule without tests is a warning; set True (error)
-# once every rule has its rules/<id>.test.yaml (issue #5: every rule carries tests).
-REQUIRE_RULE_TESTS = True
 _VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _BLOCK = re.compile(r"\{%.*?%\}", re.DOTALL)
 # Longest plausible rendering of one {{ ... }} in a summary: a number through |num ("1234.56"), or
@@ -34,7 +36,7 @@ VALUE_BUDGET = 40
 def _template_issues(rule: LoadedRule, template: str, location: tuple[str | int, ...]) -> list[Issue]:
     where = (str(rule.path), rule.source.line_of(location), rule.spec.id)
     try:
-        ast = _ENV.parse(template)
+        ast = parse_template(template)
     except TemplateSyntaxError as exc:
         return [Issue(where[0], where[1] + max(exc.lineno - 1, 0), where[2], f"template syntax: {exc.message}")]
     unknown = meta.find_undeclared_variables(ast) - TEMPLATE_NAMES
@@ -73,7 +75,7 @@ def _attribute_issues(rule: LoadedRule, template: str, location: tuple[str | int
     from jinja2 import nodes
 
     try:
-        ast = _ENV.parse(template)
+        ast = parse_template(template)
     except TemplateSyntaxError:
         return []  # reported by _template_issues
     issues = []
@@ -138,8 +140,6 @@ def check_suggestion_targets(ruleset: RuleSet) -> list[Issue]:
 
 def check_resources_render(ruleset: RuleSet) -> list[Issue]:
     """Render every 'create' template on an empty patient and validate it as FHIR R4."""
-    from cds.cards.render import _create_resource
-
     facts = PatientFacts(patient_id="example", hook="patient-view", now=datetime(2026, 1, 1, tzinfo=UTC))
     issues: list[Issue] = []
     for rule in ruleset.rules:
@@ -151,7 +151,7 @@ def check_resources_render(ruleset: RuleSet) -> list[Issue]:
                         continue
                     loc = ("cards", i, "suggestions", j, "actions", k, "create")
                     try:
-                        _create_resource(action.create, facts, context, f"rule {rule.spec.id}")
+                        create_resource(action.create, facts, context, f"rule {rule.spec.id}")
                     except CDSError as exc:
                         issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
                                             f"suggested resource is not valid FHIR R4: {exc}"))
@@ -215,51 +215,22 @@ def check_compiles(ruleset: RuleSet) -> list[Issue]:
     if issues:
         return issues
 
-    def noop(*_args: object) -> object:
-        return lambda _c: None
+    def ignore(_c: object) -> None:
+        return None
+
+    def action_for(*_names: object) -> Callable[[object], None]:
+        return ignore
 
     try:
-        passes = [definition for _names, definition in compile_definition_layers(ruleset.definition_nodes, noop, noop)]
-        passes.append(compile_rules(ruleset.rules, noop, noop, noop))
+        passes = [definition for _names, definition
+                  in compile_definition_layers(ruleset.definition_nodes, action_for, ignore)]
+        passes.append(compile_rules(ruleset.rules, action_for, ignore, action_for))
         for definition in passes:
             referenced_facts(definition)
     except ValueError as exc:
         issues.append(Issue(str(ruleset.directory), 1, None,
                             f"{exc}: durable_rules cannot take it; move conditions into definitions (each "
                             "definition pass and the rule pass are counted separately)"))
-    return issues
-
-
-def check_rule_tests(ruleset: RuleSet) -> list[Issue]:
-    """Every rule has ``rules/<id>.test.yaml`` with at least one ``fires`` and one ``silent`` case.
-
-    Missing or incomplete tests are warnings while the catalogue is being written
-    (``REQUIRE_RULE_TESTS``); an unreadable test file or one without a rule is always an error.
-    """
-    from cds.authoring.testfile import TestFileError, load_test_file, test_path_for
-    from cds.authoring.runner import discover_test_files
-
-    severity = "error" if REQUIRE_RULE_TESTS else "warning"
-    issues: list[Issue] = []
-    for rule in ruleset.rules:
-        path = test_path_for(rule.path)
-        if not path.exists():
-            issues.append(Issue(str(rule.path), 1, rule.spec.id, f"no tests: write {path.name} "
-                                "(at least one 'fires' and one 'silent' case)", severity=severity))
-            continue
-        try:
-            tests = load_test_file(path)
-        except TestFileError as exc:
-            issues += [Issue(str(path), line, rule.spec.id, message) for line, message in exc.problems]
-            continue
-        kinds = {case.spec.expect for case in tests.cases}
-        for kind in ("fires", "silent"):
-            if kind not in kinds:
-                issues.append(Issue(str(path), 1, rule.spec.id, f"no '{kind}' case", severity=severity))
-    _paths, orphans = discover_test_files(ruleset)
-    for problem in orphans:
-        path, _, message = problem.partition(":1: ")
-        issues.append(Issue(path, 1, None, message))
     return issues
 
 
@@ -270,11 +241,11 @@ VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_resources_render,
     check_definitions_used,
     check_compiles,
-    check_rule_tests,
 ]
 
 
 def run_validators(ruleset: RuleSet) -> list[Issue]:
+    """Every check above; the rule-test checks are authoring's (:func:`cds.authoring.gate.validate_ruleset`)."""
     issues: list[Issue] = []
     for validator in VALIDATORS:
         issues += validator(ruleset)

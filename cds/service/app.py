@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None) -
         if settings.reload_watch:
             from cds.authoring.reload import RulesetWatcher
 
-            watcher = RulesetWatcher(state.holder).start()  # type: ignore[arg-type] - duck-typed holder
+            watcher = RulesetWatcher(state.holder).start()  # type: ignore[arg-type]  # duck-typed holder
             log.info("watching %s: changes go live once they validate and their tests pass", state.holder.directory)
         try:
             yield

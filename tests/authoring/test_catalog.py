@@ -59,7 +59,8 @@ def test_catalog_changes_with_the_threshold(make_ruleset) -> None:
     directory = make_ruleset("metformin-renal")
     before = CliRunner().invoke(cli, ["rules", "catalog", str(directory)]).output
     definitions = directory / "definitions.yaml"
-    definitions.write_text(definitions.read_text().replace("metformin_egfr_stop:\n    value: 30", "metformin_egfr_stop:\n    value: 35"))
+    definitions.write_text(definitions.read_text().replace("metformin_egfr_stop:\n    value: 30",
+                                                           "metformin_egfr_stop:\n    value: 35"))
     after = CliRunner().invoke(cli, ["rules", "catalog", str(directory)]).output
     assert "egfr_stop (30 mL/min/{1.73_m2})" in before and "egfr_stop (35 mL/min/{1.73_m2})" in after
     assert "egfr_stop (30 mL/min/{1.73_m2})" not in after

@@ -7,7 +7,6 @@ for the running service (the HTTP part is covered with the service).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from click.testing import CliRunner
 

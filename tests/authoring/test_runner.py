@@ -9,6 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from cds.authoring.gate import validate_ruleset
 from cds.authoring.runner import run_tests
 from cds.cli import cli
 from cds.rules.loader import load_ruleset
@@ -57,6 +58,8 @@ def test_todo_cases_report_known_gaps_and_fail_once_fixed(toy_ruleset: Path) -> 
 def test_orphan_test_file_is_a_problem(toy_ruleset: Path) -> None:
     (toy_ruleset / "rules" / "gone.test.yaml").write_text("rule: gone\n")
     ruleset = load_ruleset(toy_ruleset, strict=False)
+    assert not any("gone.test.yaml" in str(i) for i in ruleset.issues)  # loading checks the schema only
+    validate_ruleset(ruleset)
     assert any("gone.test.yaml" in str(i) and i.severity == "error" for i in ruleset.issues)
     report = run_tests(ruleset)
     assert not report.ok

@@ -63,8 +63,8 @@ def test_every_problem_with_file_line_and_rule(toy_ruleset: Path) -> None:
     (rules / "dup.yaml").write_text(TOY_RULE)  # same id as toy-egfr.yaml, wrong stem
     (rules / "syntax.yaml").write_text("id: syntax\ntitle: [unclosed\n")
     (rules / "extra.yaml").write_text(TOY_RULE.replace("id: toy-egfr", "id: extra").replace("hooks:", "colour: red\nhooks:"))
-    (rules / "nosource.yaml").write_text(TOY_RULE.replace("id: toy-egfr", "id: nosource")
-                                         .replace("source:\n  label: Authoring test fixture\n  url: https://example.org/toy\n", ""))
+    no_source = "source:\n  label: Authoring test fixture\n  url: https://example.org/toy\n"
+    (rules / "nosource.yaml").write_text(TOY_RULE.replace("id: toy-egfr", "id: nosource").replace(no_source, ""))
     code, lines = _run(toy_ruleset)
     assert code == 1
     assert _has(lines, "broken.yaml:21: [broken] error", "threshold for 'egfr' has no unit")

@@ -19,6 +19,7 @@ import click
 import pytest
 
 from cds.cli import cli
+from cds.cli.evaluate import evaluate as evaluate_command
 
 from .conftest import (
     EGFR,
@@ -197,7 +198,7 @@ def _options(command: click.Command) -> list[click.Option]:
     return [p for p in command.params if isinstance(p, click.Option) and not p.hidden and p.name != "help"]
 
 
-@pytest.mark.parametrize(("run_name", "command"), [("help", cli), ("evaluate-help", cli.commands["evaluate"])])
+@pytest.mark.parametrize(("run_name", "command"), [("help", cli), ("evaluate-help", evaluate_command)])
 def test_help_documents_every_option_with_an_example(runs, run_name, command) -> None:
     run = runs[run_name]
     assert run.code == 0
@@ -212,3 +213,15 @@ def test_help_documents_every_option_with_an_example(runs, run_name, command) ->
 def test_group_help_lists_evaluate(runs) -> None:
     assert "evaluate" in runs["help"].stdout
     assert "cds evaluate" in runs["help"].stdout
+
+
+def test_bench_without_bundles_says_where_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cds.cli.bench import _default_bundles
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(click.UsageError) as caught:
+        _default_bundles(tmp_path / "shared" / "data" / "synthea-r4")
+    message = caught.value.message
+    assert "--bundles DIR" in message and "Synthea" in message and "fhir_samples/bundles" in message
+    (tmp_path.parent / "shared" / "data" / "synthea-r4").mkdir(parents=True, exist_ok=True)
+    assert _default_bundles(tmp_path / "nowhere") == tmp_path.parent / "shared" / "data" / "synthea-r4"

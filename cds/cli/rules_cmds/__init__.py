@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 __all__ = ["rulesets_argument"]
 
 
-def rulesets_argument(func):  # type: ignore[no-untyped-def]
+def rulesets_argument(func: Callable[..., Any]) -> Callable[..., Any]:
     """The optional DIR argument every subcommand shares (default: the built-in rulesets/)."""
     return click.argument("directory", required=False, metavar="[DIR]",
                           type=click.Path(path_type=Path, file_okay=False, exists=True))(func)

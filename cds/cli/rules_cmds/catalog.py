@@ -25,10 +25,10 @@ def command(directory: Path | None, output: Path | None, fmt: str) -> None:
     The rulesets must validate first (the catalogue documents what the service would run).
     """
     from cds.authoring.catalog import build_catalog, render_html, render_markdown
-    from cds.rules.loader import load_ruleset
+    from cds.authoring.gate import load_validated
 
     try:
-        ruleset = load_ruleset(directory, strict=True)
+        ruleset = load_validated(directory)
     except RulesetError as exc:
         click.echo(f"cannot build the catalogue: {exc}", err=True)
         raise SystemExit(1) from None

@@ -23,10 +23,10 @@ def command(directory: Path | None, rule: str | None, verbose: bool) -> None:
     Exit status 1 when the rulesets do not validate or any case fails, else 0.
     """
     from cds.authoring.runner import run_tests
-    from cds.rules.loader import load_ruleset
+    from cds.authoring.gate import load_validated
 
     try:
-        ruleset = load_ruleset(directory, strict=True)
+        ruleset = load_validated(directory)
     except RulesetError as exc:
         click.echo(f"cannot run tests: {exc}", err=True)
         raise SystemExit(1) from None

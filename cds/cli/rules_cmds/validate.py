@@ -21,6 +21,7 @@ def command(directory: Path | None, strict: bool) -> None:
     Prints one line per problem, FILE:LINE: [RULE] SEVERITY: MESSAGE, then a count.
     Exit status 1 when there is any error (or any warning with --strict), else 0.
     """
+    from cds.authoring.gate import validate_ruleset
     from cds.rules.loader import load_ruleset
 
     try:
@@ -28,6 +29,7 @@ def command(directory: Path | None, strict: bool) -> None:
     except RulesetError as exc:  # value sets or the folder itself unusable: nothing else can be checked
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None
+    validate_ruleset(ruleset)  # loading checks the schema only; every deeper check runs here
     for issue in sorted(ruleset.issues, key=lambda i: (i.severity != "error", i.file, i.line)):
         rule = f" [{issue.rule}]" if issue.rule else ""
         click.echo(f"{display_path(issue.file)}:{issue.line}:{rule} {issue.severity}: {issue.message}")
