@@ -14,7 +14,7 @@ from typing import Any
 
 from cds.facts import growth_adapter
 from cds.facts.coded import collect_coded, medication_concept
-from cds.facts.insulin import compute_insulin_dose
+from cds.facts.insulin import compute_insulin_dose, concentration_u_per_ml
 from cds.facts.labs import LabCatalog, select_labs
 from cds.facts.dosage import medication_ended
 from cds.facts.matching import ConceptMatcher, with_product_displays
@@ -327,6 +327,9 @@ def _insulin_facts(
         concept = medication_concept(record, resource)
         if isinstance(concept, dict):
             concept = with_product_displays(concept, matcher.products)  # names the concentration
+        if id(resource) in u500_resources and concentration_u_per_ml(concept) is None:
+            # a U-500 product known by code alone (e.g. branded 1731317): its concentration is 500 U/mL
+            concept = {**(concept or {}), "coding": [*((concept or {}).get("coding") or []), {"display": "U-500"}]}
         if kind == "drafted":
             drafted.append((resource, concept))
         elif _is_active(resource) and medication_ended(resource, now) is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from cds.facts.dosage import dosages_of
 from cds.facts.insulin import administrations_per_day
-from cds.facts.matching import ConceptMatcher
+from cds.facts.matching import ConceptMatcher, with_product_displays
 from cds.facts.models import CodedItem, FactSpec, FactValue, PatientFacts
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.validation import resource_label
@@ -232,7 +232,10 @@ def medication_facts(
         resource, _kind = by_label.get(item.resource, (None, None))
         if resource is None:
             continue
-        mg = hydrocortisone_mg_per_day(resource, medication_concept(record, resource), now)
+        concept = medication_concept(record, resource)
+        if isinstance(concept, dict):
+            concept = with_product_displays(concept, matcher.products)  # the strength, e.g. "10 MG"
+        mg = hydrocortisone_mg_per_day(resource, concept, now)
         if (mg is not None and mg <= HYDROCORTISONE_REPLACEMENT_MAX_MG) or (mg is None and adrenal):
             shown = f"{mg:g} mg/day" if mg is not None else "dose not stated, adrenal insufficiency recorded"
             replacement.append(item.model_copy(update={"display": f"{item.display} - physiological replacement ({shown})"}))
