@@ -28,7 +28,6 @@ from .conftest import (
     medreq,
     medstmt,
     obs,
-    when,
 )
 
 LOCAL = "http://hospital.example.org/fhir/CodeSystem/local-formulary"
