@@ -94,6 +94,8 @@ def medication_ingredients(record: PatientRecord, resource: dict[str, Any]) -> l
             if not isinstance(ingredient, dict):
                 continue
             item = ingredient.get("itemCodeableConcept")
+            if item is not None and not wellformed_concept(item):
+                record.validate(med)  # raises, naming the Medication whose ingredient cannot be read
             if isinstance(item, dict):
                 found.append(item)
                 continue

@@ -427,3 +427,15 @@ def test_metreleptin_with_no_start_is_unknown(facts) -> None:
     assert facts(request).values["metreleptin_start_days_known"] is False
 
 
+
+
+def test_an_unreadable_ingredient_is_named_not_skipped(evaluate) -> None:
+    """A Medication whose ingredient concept is malformed is reported (naming it), never silently ignored."""
+    from cds._exceptions import InvalidResourceError
+
+    from .conftest import bundle
+
+    product = {"resourceType": "Medication", "id": "broken", "code": {"text": "local product"},
+               "ingredient": [{"itemCodeableConcept": {"coding": "6809"}}]}
+    with pytest.raises(InvalidResourceError, match="Medication/broken"):
+        evaluate(bundle(product, medreq(None, medication_reference="Medication/broken")))
