@@ -188,6 +188,9 @@ def insulin_pump_evidence(
     for resource in resources:
         texts = [d.get("text") for d in dosages_of(resource) if isinstance(d.get("text"), str)]
         concept = resource.get("medicationCodeableConcept")
+        if not isinstance(concept, dict):
+            medication = record.resolve_medication(resource)
+            concept = medication.get("code") if isinstance(medication, dict) else None
         texts += _concept_words(concept)
         if any(_PUMP_TEXT.search(t) for t in texts if isinstance(t, str)):
             label = resource_label(resource)
