@@ -67,7 +67,8 @@ _NON_ORAL = re.compile(
 )
 _ORAL = re.compile(r"\b(oral|by mouth|PO|tablets?|capsules?|tabs?)\b", re.IGNORECASE)
 # SNOMED route codes: 26643006 Oral; 45890007 Transdermal; 16857009 Vaginal; 34206005 Subcutaneous;
-# 78421000 Intramuscular; 6064005 Topical (HL7 FHIR R4 SNOMED CT Route Codes value set [V]).
+# 78421000 Intramuscular; 6064005 Topical (HL7 FHIR R4 SNOMED CT Route Codes value set; codes from memory [M],
+# unverified: route text and product names decide as well, so a wrong code cannot be the only evidence).
 _ORAL_ROUTE_CODES = frozenset({"26643006"})
 _NON_ORAL_ROUTE_CODES = frozenset({"45890007", "16857009", "34206005", "78421000", "6064005"})
 
