@@ -837,3 +837,107 @@ def load_valuesets(directory: Path = DEFAULT_DIRECTORY) -> dict[str, ValueSet]:
         first.errors = errors
         raise first
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Medication identity, route 2 (pathways.md 1): RxNorm product codes mapped to their ingredients
+# --------------------------------------------------------------------------------------------------
+
+#: The vendored VSAC expansions whose RxNorm product codes (SCD/SBD/GPCK/BPCK) identify drugs by
+#: their display (pathways.md 1, Medications, Identity route 2). Files relative to the value set folder.
+PRODUCT_EXPANSIONS: tuple[str, ...] = (
+    "vsac/valueset-2.16.840.1.113762.1.4.1196.394.json",  # Hypoglycemics Treatment Medications
+    "vsac/valueset-2.16.840.1.113762.1.4.1196.393.json",  # Hypoglycemics Severe Hypoglycemia
+    "vsac/valueset-2.16.840.1.113883.3.464.1003.196.12.1266.json",  # Glucocorticoids (oral only)
+    "vsac/valueset-2.16.840.1.113883.3.464.1003.1059.json",  # Potentially Harmful Sulfonylureas
+)
+
+_LEADING_QUALIFIER = re.compile(r"^(?:\d+(?:\.\d+)?\s+(?:HR|ML|ACTUAT|DAY)\s+)+", re.IGNORECASE)
+_FIRST_NUMBER = re.compile(r"\s\d")
+
+
+def product_ingredients(display: str) -> tuple[str, ...]:
+    """Ingredient names of an RxNorm SCD/SBD display, in order.
+
+    ``"24 HR metformin hydrochloride 1000 MG / saxagliptin 5 MG Extended Release Oral Tablet"`` ->
+    ``("metformin hydrochloride", "saxagliptin")``. RxNorm clinical drug names are "ingredient strength
+    [/ ingredient strength] dose form", so the name is everything before the first number of each part.
+    A branded display ("... [Janumet]") keeps its brand as a last part so brand names match too.
+    """
+    brand = None
+    text = display.strip()
+    bracket = re.search(r"\[([^\]]+)\]\s*$", text)
+    if bracket:
+        brand = bracket.group(1).strip()
+        text = text[: bracket.start()].strip()
+    names: list[str] = []
+    for part in text.split(" / "):
+        part = _LEADING_QUALIFIER.sub("", part.strip())
+        cut = _FIRST_NUMBER.search(" " + part)
+        name = (part if cut is None else (" " + part)[: cut.start()]).strip()
+        if name and name not in names:
+            names.append(name)
+    if brand:
+        names.append(brand)
+    return tuple(names)
+
+
+class ProductIndex:
+    """RxNorm product code -> expansion display, read from the vendored expansions at load time.
+
+    Why: a request coded only with a product (SCD/SBD) code and no display, or with a local display,
+    must still be recognised by its ingredients. The display of the vendored expansion names them
+    ("glyburide 5 MG / metformin hydrochloride 500 MG Oral Tablet"), so no hand-kept product list is
+    needed: the mapping is data, rebuilt whenever the value sets are loaded.
+    """
+
+    def __init__(self, displays: Mapping[str, str] | None = None) -> None:
+        self.displays: dict[str, str] = dict(displays or {})
+
+    def display(self, code: str) -> str | None:
+        return self.displays.get(code)
+
+    def ingredients(self, code: str) -> tuple[str, ...]:
+        display = self.displays.get(code)
+        return product_ingredients(display) if display else ()
+
+    def __len__(self) -> int:
+        return len(self.displays)
+
+
+def load_product_index(directory: Path = DEFAULT_DIRECTORY) -> ProductIndex:
+    """Read :data:`PRODUCT_EXPANSIONS` under ``directory``; a missing file is skipped (the value set
+    loader already reports vendored files it needs), so an edited folder never breaks matching."""
+    displays: dict[str, str] = {}
+    for name in PRODUCT_EXPANSIONS:
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        try:
+            entries = _expansion_entries(_read_valueset_json(path))
+        except (OSError, ValueError):
+            continue
+        for system, code, display in entries:
+            if _incoming_system(system) == _RXNORM and display:
+                displays.setdefault(code, display)
+    return ProductIndex(displays)
+
+
+def _vetoes(matcher: _Matcher, concept: Any) -> bool:
+    if not isinstance(concept, Mapping):
+        return False
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict) and matcher.coding_state(coding.get("system"), coding.get("code")) < 0:
+            return True
+    text = concept.get("text")
+    return bool(text and isinstance(text, str) and matcher._flags(text)[1])
+
+
+def valueset_vetoes(vs: ValueSet, concept: Any) -> bool:
+    """True when ``concept`` hits an exclusion of ``vs`` (an excluded code, or text matching
+    ``exclude_names``): a product excluded by its own name ("hydrocortisone cream") is not rescued by
+    its ingredient list."""
+    return _vetoes(vs.__pydantic_private__["_matcher"], concept)
+
+
+__all__ += ["PRODUCT_EXPANSIONS", "ProductIndex", "load_product_index", "product_ingredients", "valueset_vetoes"]

@@ -14,10 +14,20 @@ from typing import Any
 
 from cds.facts import growth_adapter
 from cds.facts.coded import collect_coded, medication_concept
-from cds.facts.insulin import compute_insulin_dose
+from cds.facts.insulin import compute_insulin_dose, concentration_u_per_ml
 from cds.facts.labs import LabCatalog, select_labs
-from cds.facts.matching import ConceptMatcher
-from cds.facts.models import FactSpec, FactValue, LabValue, PatientFacts
+from cds.facts.dosage import medication_ended
+from cds.facts.matching import ConceptMatcher, with_product_displays
+from cds.facts.meds import (
+    MEDICATION_FACT_SPECS,
+    NEVER_RESOLVING,
+    hiv_from_antiretrovirals,
+    insulin_pump_evidence,
+    medication_facts,
+    u500_dose_in_ml,
+)
+from cds.facts.models import FactSpec, FactValue, LabValue, PatientFacts, UnreadableValue
+from cds.fhir.validation import resource_label
 from cds.facts.special import find_nyha_class, find_receptor_antibody
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord
@@ -51,6 +61,20 @@ def fact_catalog(valuesets: dict[str, Any], labs: LabCatalog) -> dict[str, FactS
                  description="insulin TDD including drafted insulin orders"),
         FactSpec(name="insulin_u_per_kg", type="number", unit="U/kg/d",
                  description="insulin TDD per kg of the latest weight"),
+        FactSpec(name="insulin_tdd_at_least", type="number", unit="U/d",
+                 description="insulin TDD lower bound: the quantified sum (equals insulin_tdd when complete); "
+                             "decides 'TDD > T', never 'TDD <= T'"),
+        FactSpec(name="insulin_u_per_kg_at_least", type="number", unit="U/kg/d",
+                 description="lower bound of insulin U/kg/day (insulin_tdd_at_least per kg of the latest weight)"),
+        FactSpec(name="insulin_tdd_unreadable", type="bool",
+                 description="an active insulin dosage could not be quantified (TDD incomplete or unknown)"),
+        FactSpec(name="insulin_u500_dose_in_ml", type="bool",
+                 description="an active or drafted U-500 dose written in mL or syringe markings rather than units"),
+        FactSpec(name="insulin_pump", type="bool",
+                 description="insulin pump use: a basal rate on a non-IV route, pump/CSII text, or an active insulin pump device"),
+        FactSpec(name="insulin_u500_pump", type="bool",
+                 description="an active or drafted U-500 product with insulin pump use"),
+        *MEDICATION_FACT_SPECS,
         FactSpec(name="alt_x_uln", type="number", description="latest recent ALT as a multiple of its ULN"),
         FactSpec(name="alt_last_x_uln", type="number", description="latest ALT ever as a multiple of its ULN"),
         FactSpec(name="nyha_class", type="number", description="latest NYHA class (1-4) in 12 months"),
@@ -211,19 +235,21 @@ def build_facts(
     facts.allergies, facts.procedures, facts.devices = coded.allergies, coded.procedures, coded.devices
     facts.draft_ids, facts.active_request_ids = coded.draft_ids, coded.active_request_ids
 
-    # HIV-associated lipodystrophy is not SIR-spectrum (pathways.md 1): mark and set those items apart.
-    hiv_active = any(
-        item.status in ("active", "recurrence", "relapse", "active (no clinicalStatus)")
-        for item in coded.conditions.get("hiv", [])
-    )
-    # "E88.1 with active HIV": an unspecified lipodystrophy only; a generalised or partial form (by
-    # code or text, e.g. Berardinelli-Seip, Dunnigan) stays SIR-spectrum even when the patient has HIV.
-    typed = {i.resource for vs in LIPODYSTROPHY_SETS[1:] for i in coded.conditions.get(vs, [])}
+    # HIV (pathways.md 1): any HIV condition whatever its clinical status (HIV does not resolve), or an
+    # active antiretroviral regimen (inferred items are added to the "hiv" condition list, so every
+    # rule that asks about HIV sees the same answer and the card can name the regimen).
+    hiv_items = coded.conditions.setdefault("hiv", [])
+    hiv_items += hiv_from_antiretrovirals(coded)
+    if not hiv_items:
+        del coded.conditions["hiv"]
+    hiv = bool(hiv_items)
+    # HIV-associated lipodystrophy (pathways.md 1, v3): text says HIV, or any lipodystrophy (generalised,
+    # partial or unspecified) in a patient with HIV as defined above. Not SIR-spectrum, in every rule.
     hiv_ld = [
         item
         for vs in LIPODYSTROPHY_SETS
         for item in coded.conditions.get(vs, [])
-        if _HIV_TEXT.search(item.display) or (hiv_active and vs == "lipodystrophy" and item.resource not in typed)
+        if _HIV_TEXT.search(item.display) or hiv
     ]
     hiv_ld_resources = {item.resource for item in hiv_ld}
     values["lipodystrophy_hiv"] = bool(hiv_ld)
@@ -239,6 +265,8 @@ def build_facts(
         if vs.kind == "condition":
             items = coded.conditions.get(vs_id, [])
             active = [i for i in items if i.status in ("active", "recurrence", "relapse", "active (no clinicalStatus)")]
+            if vs_id in NEVER_RESOLVING:
+                active = items  # pathways.md 1: inactive, remission and resolved HIV records count
             values[fact_key(vs_id, "active")] = bool(active)
             values[fact_key(vs_id, "history")] = bool(items)
             _set_days(values, fact_key(vs_id, "days"), [i.date for i in items], now)
@@ -248,6 +276,7 @@ def build_facts(
             # pathways.md 1: MedicationRequest active or on-hold; MedicationStatement active only
             values[fact_key(vs_id, "active")] = any(
                 not i.drafted
+                and i.ended is None  # every period ended: recorded, not current (pathways.md 1)
                 and (i.status == "active" or (i.status == "on-hold" and i.resource.startswith("MedicationRequest/")))
                 for i in items
             )
@@ -271,7 +300,8 @@ def build_facts(
     if antibody is not None:
         facts.conditions["insulin-receptor-antibody-result"] = [antibody]
 
-    _insulin_facts(facts, record, coded, values)
+    _insulin_facts(facts, record, coded, values, matcher, now)
+    medication_facts(facts, record, coded, values, matcher, now)
 
     for name, spec in catalog.items():
         if spec.type == "bool" and name not in values and not name.endswith("_known"):
@@ -283,7 +313,9 @@ def build_facts(
     return facts
 
 
-def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, values: dict[str, FactValue]) -> None:
+def _insulin_facts(
+    facts: PatientFacts, record: PatientRecord, coded: Any, values: dict[str, FactValue], matcher: ConceptMatcher, now: datetime
+) -> None:
     u500_items = coded.medication_resources.get("insulin-u500", [])
     u500_resources = {id(r) for r, _kind in u500_items}
     # a U-500 product usually sits in both value sets: each resource is considered once (by identity)
@@ -293,26 +325,47 @@ def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, value
     other_active = False
     for resource, kind in unique.values():
         concept = medication_concept(record, resource)
+        if isinstance(concept, dict):
+            concept = with_product_displays(concept, matcher.products)  # names the concentration
+        if id(resource) in u500_resources and concentration_u_per_ml(concept) is None:
+            # a U-500 product known by code alone (e.g. branded 1731317): its concentration is 500 U/mL
+            concept = {**(concept or {}), "coding": [*((concept or {}).get("coding") or []), {"display": "U-500"}]}
         if kind == "drafted":
             drafted.append((resource, concept))
-        elif _is_active(resource):
+        elif _is_active(resource) and medication_ended(resource, now) is None:
             active.append((resource, concept))
             if id(resource) not in u500_resources:
                 other_active = True
     weight = facts.labs.get("weight") or facts.last_labs.get("weight")
-    dose = compute_insulin_dose(active, drafted, weight)
+    dose = compute_insulin_dose(active, drafted, weight, now)
     facts.insulin = dose
     if dose.tdd is not None:
         values["insulin_tdd"] = round(dose.tdd, 2)
+    if dose.tdd_at_least is not None:
+        values["insulin_tdd_at_least"] = round(dose.tdd_at_least, 2)
     if dose.tdd_with_drafts is not None:
         values["insulin_tdd_with_drafts"] = round(dose.tdd_with_drafts, 2)
     if dose.per_kg is not None:
         values["insulin_u_per_kg"] = round(dose.per_kg, 3)
+    if dose.per_kg_at_least is not None:
+        values["insulin_u_per_kg_at_least"] = round(dose.per_kg_at_least, 3)
+    if not dose.complete:
+        values["insulin_tdd_unreadable"] = True
+        facts.unreadable["insulin_tdd"] = UnreadableValue(
+            fact="insulin_tdd",
+            resource=dose.unknown_reasons[0].split(":", 1)[0] if dose.unknown_reasons else "insulin orders",
+            raw="; ".join(r.split(": ", 1)[-1] for r in dose.unknown_reasons)[:200] or "dosage",
+            reason="an active insulin dosage could not be quantified",
+            title="insulin total daily dose",
+        )
     values["insulin_other_than_u500_active"] = other_active
     vial = False
+    u500_ml = False
+    u500_labels: set[str] = set()
     for resource, kind in u500_items:
-        if kind != "drafted" and not _is_active(resource):
+        if kind != "drafted" and (not _is_active(resource) or medication_ended(resource, now) is not None):
             continue
+        u500_labels.add(resource_label(resource))
         concept = medication_concept(record, resource) or {}
         codes = {c.get("code") for c in concept.get("coding") or [] if isinstance(c, dict)}
         names = " ".join(
@@ -321,7 +374,16 @@ def _insulin_facts(facts: PatientFacts, record: PatientRecord, coded: Any, value
         )
         if not (codes & U500_PEN_CODES) and not _PEN_TEXT.search(names):
             vial = True
+        if u500_dose_in_ml(resource):
+            u500_ml = True
     values["insulin_u500_vial"] = vial
+    values["insulin_u500_dose_in_ml"] = u500_ml or bool(u500_labels & set(dose.ml_dose_resources))
+    pump = insulin_pump_evidence(record, coded, [r for r, _c in active] + [r for r, _c in drafted], dose.pump_resources, matcher)
+    values["insulin_pump"] = bool(pump)
+    if pump:
+        facts.devices["insulin-pump"] = pump
+    # U-500 with any insulin pump in use: the pump may carry the U-500 (safer reading, pathways.md 2)
+    values["insulin_u500_pump"] = bool(u500_labels) and bool(pump)
 
 
 def _set_days(values: dict[str, FactValue], key: str, dates: list[datetime | None], now: datetime) -> None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from cds.facts.dosage import medication_ended
 from cds.facts.matching import ConceptMatcher
 from cds.facts.models import CodedItem
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord, wellformed_concept
 from cds.fhir.validation import resource_label
 
-__all__ = ["CodedFacts", "collect_coded", "concept_display", "medication_concept"]
+__all__ = ["CodedFacts", "collect_coded", "concept_display", "medication_concept", "medication_ingredients"]
 
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
@@ -62,6 +63,58 @@ def medication_concept(record: PatientRecord, resource: dict[str, Any]) -> dict[
         code = medication.get("code")
         return code if isinstance(code, dict) else None
     return None
+
+
+def _resolve(record: PatientRecord, ref: Any, containers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A Medication by reference: contained in one of ``containers`` (``#id``) or in the request."""
+    if not isinstance(ref, str):
+        return None
+    if ref.startswith("#"):
+        for container in containers:
+            for contained in container.get("contained") or []:
+                if isinstance(contained, dict) and contained.get("id") == ref[1:] and contained.get("resourceType") == "Medication":
+                    return contained
+        return None
+    return record.medications_by_ref.get(ref)
+
+
+def medication_ingredients(record: PatientRecord, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ingredient concepts of the referenced / contained Medication (pathways.md 1, identity route 1):
+    ``Medication.ingredient[].itemCodeableConcept``, and for an ``itemReference`` the referenced
+    Medication's code and its own ingredients (one level: a product of products)."""
+    if isinstance(resource.get("medicationCodeableConcept"), dict):
+        return []
+    medication = record.resolve_medication(resource)
+    if not isinstance(medication, dict):
+        return []
+    found: list[dict[str, Any]] = []
+
+    def walk(med: dict[str, Any], depth: int) -> None:
+        for ingredient in med.get("ingredient") or []:
+            if not isinstance(ingredient, dict):
+                continue
+            item = ingredient.get("itemCodeableConcept")
+            if item is not None and not wellformed_concept(item):
+                record.validate(med)  # raises, naming the Medication whose ingredient cannot be read
+            if isinstance(item, dict):
+                found.append(item)
+                continue
+            reference = ingredient.get("itemReference")
+            target = _resolve(record, (reference or {}).get("reference") if isinstance(reference, dict) else None,
+                              [resource, med])
+            if target is not None:
+                if isinstance(target.get("code"), dict):
+                    found.append(target["code"])
+                if depth < 1:
+                    walk(target, depth + 1)
+
+    walk(medication, 0)
+    return found
+
+
+def _ingredient_names(concepts: list[dict[str, Any]]) -> str:
+    names = [concept_display(c) for c in concepts]
+    return ", ".join(n for n in names if n != "(no code)")
 
 
 class CodedFacts:
@@ -131,7 +184,10 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
     def add_medication(resource: dict[str, Any], kind: str) -> None:
         concept = medication_concept(record, resource)
         _readable(record, resource, concept)
-        hits = matcher.match("medication", concept)
+        ingredients = medication_ingredients(record, resource)
+        for ingredient in ingredients:
+            _readable(record, resource, ingredient)
+        hits = matcher.match_medication(concept, ingredients)
         device_hits = matcher.match("device", concept) if kind == "drafted" or resource.get(
             "resourceType"
         ) == "MedicationRequest" else []
@@ -150,20 +206,25 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
         if status == "entered-in-error" or (resource.get("resourceType") == "MedicationAdministration" and status == "not-done"):
             return
         label = resource_label(resource)
+        display = concept_display(concept)
+        if ingredients:
+            display = f"{display} (ingredients: {_ingredient_names(ingredients)})"
+        ended = None if kind == "drafted" else medication_ended(resource, now)
         for vs_id in hits:
             item = CodedItem(
                 valueset=vs_id,
                 resource=label,
-                display=concept_display(concept),
+                display=display,
                 status="drafted" if kind == "drafted" else status,
                 date=when,
                 drafted=kind == "drafted",
+                ended=ended,
             )
             facts.medications.setdefault(vs_id, []).append(item)
             facts.medication_resources.setdefault(vs_id, []).append((resource, kind))
             if kind == "drafted":
                 facts.draft_ids.setdefault(vs_id, []).append(label)
-            elif resource.get("resourceType") == "MedicationRequest" and status in ACTIVE_REQUEST:
+            elif resource.get("resourceType") == "MedicationRequest" and status in ACTIVE_REQUEST and ended is None:
                 facts.active_request_ids.setdefault(vs_id, []).append(label)
         for vs_id in device_hits:
             _add_device(facts, vs_id, resource, concept, kind, when)

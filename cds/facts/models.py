@@ -108,10 +108,13 @@ class CodedItem(BaseModel):
     status: str
     date: datetime | None = None
     drafted: bool = False
+    #: a medication whose every dosage / validity period ended before now: recorded, not current
+    ended: datetime | None = None
 
     def describe(self) -> str:
         when = f", {self.date.date().isoformat()}" if self.date else ""
-        return f"{self.display} ({self.status}{when})"
+        ended = f", period ended {self.ended.date().isoformat()}" if self.ended else ""
+        return f"{self.display} ({self.status}{when}{ended})"
 
     def __str__(self) -> str:
         return self.describe()
@@ -121,8 +124,15 @@ class InsulinDose(BaseModel):
     """Insulin total daily dose from dosage instructions (pathways.md 1, TDD)."""
 
     tdd: float | None = None  # U/day over active insulins; None = unknown (never 0 by default)
+    #: the quantified sum: equals ``tdd`` when complete; a lower bound when some dosage could not be
+    #: quantified; None when nothing could be quantified (pathways.md 1, lower bound)
+    tdd_at_least: float | None = None
+    complete: bool = True
     tdd_with_drafts: float | None = None
     per_kg: float | None = None
+    per_kg_at_least: float | None = None
+    ml_dose_resources: list[str] = Field(default_factory=list)  # doses written in mL (U-500 safety)
+    pump_resources: list[str] = Field(default_factory=list)  # basal rates (pump) on a non-IV route
     weight: LabValue | None = None
     items: list[str] = Field(default_factory=list)  # "Humulin R 100 U x 3/day = 300 U/day (MedicationRequest/1)"
     unknown_reasons: list[str] = Field(default_factory=list)

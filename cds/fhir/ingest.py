@@ -34,6 +34,7 @@ RELEVANT_TYPES = frozenset(
         "ServiceRequest",
         "DeviceRequest",
         "SupplyRequest",
+        "Device",  # an insulin pump in use (pathways.md 1, insulin pump use)
     }
 )
 
@@ -50,6 +51,7 @@ _SUBJECT_FIELD = {
     "AllergyIntolerance": "patient",
     "ServiceRequest": "subject",
     "DeviceRequest": "subject",
+    "Device": "patient",
 }
 
 

@@ -199,13 +199,13 @@ def test_e88_1_with_refuted_hiv_stays_sir_spectrum(facts) -> None:
     assert result.values["lipodystrophy_active"] is True
 
 
-def test_congenital_generalised_lipodystrophy_with_hiv_stays_sir_spectrum(facts) -> None:
-    """pathways.md 1: only 'text says HIV' or 'E88.1 with active HIV' is HIV-associated. A coded congenital
-    generalised lipodystrophy (Berardinelli-Seip) in a patient who also has HIV is still SIR-spectrum."""
+def test_any_lipodystrophy_with_hiv_is_hiv_associated(facts) -> None:
+    """pathways.md 1 v3: 'any lipodystrophy in a patient with HIV as defined above' is HIV-associated and
+    not SIR-spectrum in every rule (v2.1 limited this to E88.1; v3 widened it on purpose, change #10)."""
     result = facts(cond("284449005", display="Congenital total lipodystrophy"), cond(*HIV))
-    assert result.values["lipodystrophy_hiv"] is False
-    assert result.values["lipodystrophy_generalised_active"] is True
-    assert result.values["lipodystrophy_active"] is True
+    assert result.values["lipodystrophy_hiv"] is True
+    assert result.values["lipodystrophy_generalised_active"] is False
+    assert result.values["lipodystrophy_active"] is False
 
 
 def test_partial_lipodystrophy_by_text(facts) -> None:

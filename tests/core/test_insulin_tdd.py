@@ -178,12 +178,15 @@ def test_unknown_tdd_does_not_fire_the_3_u_per_kg_branch(evaluate) -> None:
     assert "sir-suspected" not in result.matched
 
 
-def test_unknown_frequency_of_a_second_insulin_blocks_the_branch(evaluate) -> None:
-    """A known 250 U/day plus an unknown one: the total is unknown, not 'at least 250'."""
+def test_known_dose_plus_an_unquantified_one_is_a_lower_bound_that_fires(evaluate) -> None:
+    """pathways.md 1 v3: a known 250 U/day plus an unquantified insulin = TDD at least 250 U/day; the lower
+    bound decides "> 3 U/kg/day" (250 / 60 kg = 4.2) although the complete TDD stays unknown."""
     other = medreq(None, text="Humalog insulin lispro", dosages=[dosage(10)])
     result = evaluate(_lean(60, insulin(daily(250)), other))
     assert result.facts.values["insulin_tdd_known"] is False
-    assert "sir-suspected" not in result.matched
+    assert result.facts.values["insulin_tdd_at_least"] == 250.0
+    assert result.facts.values["insulin_tdd_unreadable"] is True
+    assert "sir-suspected" in result.matched
 
 
 def test_administrations_per_day_without_timing() -> None:
