@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from jinja2 import TemplateSyntaxError, meta
 
 from cds._exceptions import CDSError
+from cds.cards.conformance import spec_problem
 from cds.cards.render import _ENV, TEMPLATE_NAMES, template_context
 from cds.facts.models import PatientFacts
 from cds.rules.loader import Issue, LoadedRule, RuleSet
@@ -133,6 +134,18 @@ def check_suggestion_targets(ruleset: RuleSet) -> list[Issue]:
                         if vs is None or vs.kind != "medication":
                             issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
                                                 f"{target!r} is not a medication value set"))
+    return issues
+
+
+def check_selection_behavior(ruleset: RuleSet) -> list[Issue]:
+    """Several recommended suggestions need ``selection: any`` (CDS Hooks 2.0; cds/cards/conformance.py)."""
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, card in enumerate(rule.spec.cards):
+            problem = spec_problem(((s.label, s.recommended) for s in card.suggestions), card.selection)
+            if problem is not None:
+                issues.append(Issue(str(rule.path), rule.source.line_of(("cards", i, "suggestions")), rule.spec.id,
+                                    f"card {i}: {problem}"))
     return issues
 
 
@@ -267,6 +280,7 @@ VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_templates,
     check_summary_length,
     check_suggestion_targets,
+    check_selection_behavior,
     check_resources_render,
     check_definitions_used,
     check_compiles,
