@@ -73,7 +73,7 @@ def test_validate_refuses_a_rule_recommending_two_suggestions_under_at_most_one(
     folder = _ruleset_with(tmp_path, "sir-suspected", two_recommended)
     result = CliRunner().invoke(cli, ["rules", "validate", str(folder)])
     assert result.exit_code == 1, result.output
-    line = next(l for l in result.output.splitlines() if "isRecommended" in l)
+    line = next(text for text in result.output.splitlines() if "isRecommended" in text)
     assert "sir-suspected.yaml:" in line and "[sir-suspected]" in line and "card 0" in line
     assert "selection: any" in line  # says how to fix it
 
