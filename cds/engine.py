@@ -31,6 +31,7 @@ from durable import engine as durable_engine
 
 from cds._exceptions import CDSError, EngineError, RulesetError
 from cds.cards.models import Card, CdsResponse
+from cds.cards.order import card_sort_key
 from cds.cards.render import render_card
 from cds.facts.build import build_facts
 from cds.facts.matching import ConceptMatcher
@@ -265,7 +266,7 @@ class Engine:
             card = render_card(rule.spec, index, facts, raw_requests,
                                global_thresholds=dict(self.ruleset.definitions.thresholds), withheld=withheld)
             cards.append((-INDICATOR_RANK[card.indicator], self._order[rule_id], card))
-        cards.sort(key=lambda item: (item[0], item[1]))
+        cards.sort(key=lambda item: card_sort_key(item[2], item[1]))  # cds/cards/order.py
         response = CdsResponse(cards=[c for _, _, c in cards])
         done = time.perf_counter()
         return Evaluation(

@@ -56,6 +56,7 @@ CANONICAL_UNITS: dict[str, str] = {
     "height": "m",
     "bmi": "kg/m2",
     "insulin_dose": "U",
+    "lvef": "%",
 }
 
 _INSULIN_UIU = _factor(6.0, "pathways.md 1: uIU/mL x 6.0 = pmol/L (ARUP; sir-clinical-brief SIR-1 [V])")
@@ -149,6 +150,11 @@ _TABLE: dict[str, dict[str, _Conversion]] = {
         "units": _factor(1.0, "pathways.md 1"),
         "{units}": _factor(1.0, "pathways.md 1"),
         "[u]": _factor(1.0, "pathways.md 1"),
+    },
+    # LV ejection fraction (pathways.md 1, pioglitazone cautions): percent only. A fraction (0.35) or
+    # a unitless value is not convertible, so it is never compared with 40 %.
+    "lvef": {
+        "%": _factor(1.0, _IDENTITY),
     },
 }
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cds.cards.conformance import card_problem
 
 __all__ = ["Action", "Card", "CdsResponse", "Coding", "Link", "Source", "Suggestion"]
 
@@ -72,6 +74,14 @@ class Card(CDSModel):
         if value is not None and not info.data.get("suggestions"):
             raise ValueError("selectionBehavior is only allowed with suggestions")
         return value
+
+    @model_validator(mode="after")
+    def _recommended_needs_any(self) -> Card:
+        """Several isRecommended suggestions only with selectionBehavior "any" (cds/cards/conformance.py)."""
+        problem = card_problem(((s.label, s.isRecommended) for s in self.suggestions or []), self.selectionBehavior)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class CdsResponse(CDSModel):

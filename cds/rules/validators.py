@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from jinja2 import TemplateSyntaxError, meta
 
 from cds._exceptions import CDSError
+from cds.cards.conformance import spec_problem
 from cds.cards.render import TEMPLATE_NAMES, create_resource, parse_template, template_context
 from cds.facts.models import PatientFacts
 from cds.rules.model import Issue, LoadedRule, RuleSet
@@ -138,6 +139,18 @@ def check_suggestion_targets(ruleset: RuleSet) -> list[Issue]:
     return issues
 
 
+def check_selection_behavior(ruleset: RuleSet) -> list[Issue]:
+    """Several recommended suggestions need ``selection: any`` (CDS Hooks 2.0; cds/cards/conformance.py)."""
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, card in enumerate(rule.spec.cards):
+            problem = spec_problem(((s.label, s.recommended) for s in card.suggestions), card.selection)
+            if problem is not None:
+                issues.append(Issue(str(rule.path), rule.source.line_of(("cards", i, "suggestions")), rule.spec.id,
+                                    f"card {i}: {problem}"))
+    return issues
+
+
 def check_resources_render(ruleset: RuleSet) -> list[Issue]:
     """Render every 'create' template on an empty patient and validate it as FHIR R4."""
     facts = PatientFacts(patient_id="example", hook="patient-view", now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -238,6 +251,7 @@ VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_templates,
     check_summary_length,
     check_suggestion_targets,
+    check_selection_behavior,
     check_resources_render,
     check_definitions_used,
     check_compiles,
