@@ -10,7 +10,6 @@ The whole engine runs on real CDS Hooks requests; the response cards are inspect
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
