@@ -322,6 +322,9 @@ def build_facts(
     values["pregnancy_observation_unreadable"] = pregnancy.unreadable is not None
     if pregnancy.item is not None:
         facts.conditions["pregnancy-observation"] = [pregnancy.item]
+        # shown with the pregnancy conditions in every card ({{ conditions.pregnancy }}); the flat
+        # pregnancy_* condition facts were computed above and are not changed by this
+        facts.conditions["pregnancy"] = [*facts.conditions.get("pregnancy", []), pregnancy.item]
     if pregnancy.unreadable is not None:
         facts.unreadable["pregnancy_observation"] = pregnancy.unreadable
     facts.notes += pregnancy.notes
