@@ -301,10 +301,6 @@ def read_observation(definition: LabDefinition, observation: dict[str, Any], whe
             unit = quantity.get("code") or quantity.get("unit")
             alt = quantity.get("unit") if quantity.get("code") else None
             number = float(quantity["value"])
-            foreign = {normalise_unit_text(u) for u in definition.not_this_concept_units}
-            if foreign and normalise_unit_text(unit) in foreign:
-                return IgnoredValue(fact=definition.name, resource=label,
-                                    reason=f"unit {unit!r} is not a {definition.title} (pathways.md 1): not counted")
         elif isinstance(observation.get("valueString"), str):
             match = _BOUND_TEXT.match(observation["valueString"])
             if not match:
@@ -315,6 +311,10 @@ def read_observation(definition: LabDefinition, observation: dict[str, Any], whe
             comparator, number, unit, alt = None, float(observation["valueInteger"]), None, None
         else:
             raise _Unreadable("no numeric value" if not value_keys else f"{value_keys[0]} is not a number")
+        foreign = {normalise_unit_text(u) for u in definition.not_this_concept_units}
+        if foreign and normalise_unit_text(unit) in foreign:
+            return IgnoredValue(fact=definition.name, resource=label,
+                                reason=f"unit {unit!r} is not an {definition.title} (pathways.md 1): not counted")
         value, comp, low, high, low_inc, high_inc = _interval(definition, comparator, number, unit, alt)
     except _Unreadable as exc:
         return unreadable(exc.reason)
