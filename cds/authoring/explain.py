@@ -292,7 +292,8 @@ def _facts_lines(facts: PatientFacts, ruleset: RuleSet, *, all_facts: bool) -> l
             out.append(f"    {name:<{width}}  {lab.describe()}  [{lab.resource}]")
     stale = {n: v for n, v in facts.last_labs.items() if n not in facts.labs or facts.labs[n].resource != v.resource}
     if stale:
-        out.append("  labs outside the look-back (latest ever; rules see them as <name>_last only):")
+        out.append("  labs not used as current (latest readable ever: outside the look-back, or older than an "
+                   "unreadable record; rules see them as <name>_last only):")
         for name, lab in sorted(stale.items()):
             out.append(f"    {name}  {lab.describe()}  [{lab.resource}]")
     for title, group in (("conditions", facts.conditions), ("medications", facts.medications),
