@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CANONICAL_UNITS", "UnitError", "canonical_unit", "convert", "normalise_unit_text"]
+__all__ = [
+    "CANONICAL_UNITS", "UnitError", "accepted_units", "canonical_unit", "convert", "normalise_unit_text",
+]
 
 
 class UnitError(ValueError):
@@ -25,8 +27,13 @@ def normalise_unit_text(unit: str | None) -> str:
     if unit is None:
         return ""
     text = unit.strip().replace("µ", "u").replace("μ", "u").replace("²", "2")
-    text = re.sub(r"\s+", "", text)
-    return text.lower()
+    text = re.sub(r"\s+", "", text).lower()
+    # pathways.md 1: the micro prefix is also written "mc" or "micro" (mcIU/mL, microU/mL, mcg/L);
+    # only at the start of a unit term, so "mmol" or "/mL" are never touched
+    return _MICRO_WORD.sub(r"\1u", text)
+
+
+_MICRO_WORD = re.compile(r"(^|[/(\[.*])(?:micro|mc)(?=[a-z\[])")
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ CANONICAL_UNITS: dict[str, str] = {
     "bmi": "kg/m2",
     "insulin_dose": "U",
     "lvef": "%",
+    "hcg": "[IU]/L",
 }
 
 _INSULIN_UIU = _factor(6.0, "pathways.md 1: uIU/mL x 6.0 = pmol/L (ARUP; sir-clinical-brief SIR-1 [V])")
@@ -65,14 +73,16 @@ _INSULIN_UIU = _factor(6.0, "pathways.md 1: uIU/mL x 6.0 = pmol/L (ARUP; sir-cli
 _TABLE: dict[str, dict[str, _Conversion]] = {
     "insulin": {
         "pmol/l": _factor(1.0, _IDENTITY),
+        # pathways.md 1 (v3): uIU/mL = uU/mL = mcIU/mL = microIU/mL = microU/mL = u[IU]/mL = mU/L =
+        # mIU/L = m[IU]/L (mc/micro folded to u by normalise_unit_text). IU/L is NOT among them: it
+        # is 1000 x larger, and an insulin written in IU/L is more likely a mislabel than a real
+        # value, so it is unreadable rather than converted (it was wrongly x 6.0 before v3).
         "uiu/ml": _INSULIN_UIU,
         "u[iu]/ml": _INSULIN_UIU,
+        "uu/ml": _INSULIN_UIU,
         "miu/l": _INSULIN_UIU,
         "mu/l": _INSULIN_UIU,
-        "mlu/l": _INSULIN_UIU,
-        "[iu]/l": _INSULIN_UIU,
         "m[iu]/l": _INSULIN_UIU,
-        "uu/ml": _INSULIN_UIU,
         "uiu/l": _factor(6.0 / 1000.0, "uIU/L = 1/1000 uIU/mL"),
     },
     "c_peptide": {
@@ -142,6 +152,14 @@ _TABLE: dict[str, dict[str, _Conversion]] = {
         "kg/m^2": _factor(1.0, _IDENTITY),
         "kg/(m2)": _factor(1.0, _IDENTITY),
     },
+    "hcg": {
+        # hCG is reported in IU/L or mIU/mL (the same number); pathways.md 1 threshold 25 IU/L [M]
+        "[iu]/l": _factor(1.0, _IDENTITY),
+        "iu/l": _factor(1.0, _IDENTITY),
+        "m[iu]/ml": _factor(1.0, "mIU/mL = IU/L"),
+        "miu/ml": _factor(1.0, "mIU/mL = IU/L"),
+        "u/l": _factor(1.0, "hCG U/L = IU/L"),
+    },
     "insulin_dose": {
         "u": _factor(1.0, _IDENTITY),
         "[iu]": _factor(1.0, "pathways.md 1: insulin units U, [iU], IU, units"),
@@ -151,10 +169,12 @@ _TABLE: dict[str, dict[str, _Conversion]] = {
         "{units}": _factor(1.0, "pathways.md 1"),
         "[u]": _factor(1.0, "pathways.md 1"),
     },
-    # LV ejection fraction (pathways.md 1, pioglitazone cautions): percent only. A fraction (0.35) or
-    # a unitless value is not convertible, so it is never compared with 40 %.
+    # LV ejection fraction (pathways.md 1, pioglitazone cautions): reported as a percent (35 %) or as
+    # a fraction (UCUM "1": 0.35). A unitless number is read by labs.yaml's ``unitless`` rule.
     "lvef": {
         "%": _factor(1.0, _IDENTITY),
+        "1": _factor(100.0, "an ejection fraction written as a fraction (UCUM unity): 0.35 = 35 %"),
+        "{fraction}": _factor(100.0, "an ejection fraction written as a fraction: 0.35 = 35 %"),
     },
 }
 
@@ -185,3 +205,8 @@ def convert(value: float, unit: str | None, quantity: str) -> float:
             f"unit {unit!r} cannot be converted to {CANONICAL_UNITS[quantity]} for {quantity}"
         )
     return conversion.to_canonical(float(value))
+
+
+def accepted_units(quantity: str) -> list[str]:
+    """The unit spellings (normalised) that :func:`convert` accepts for ``quantity``."""
+    return list(_TABLE.get(quantity, {}))

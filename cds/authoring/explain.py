@@ -16,7 +16,7 @@ from cds.engine import Engine, Evaluation
 from cds.facts.build import fact_key
 from cds.facts.models import PatientFacts, fmt_number
 from cds.rules.compile import rule_condition
-from cds.rules.conditions import All, AnyOf, Compare, Node, Not, Ref
+from cds.rules.conditions import All, AnyOf, Compare, Node, Not, Ref, Undecided
 from cds.rules.model import LoadedRule, RuleSet
 
 __all__ = ["CardCheck", "Explanation", "RuleExplanation", "explain", "explain_evaluation", "render_text", "why_not"]
@@ -80,6 +80,14 @@ def _coded_items(fact: str, facts: PatientFacts, ruleset: RuleSet) -> list[Any] 
 def provenance(fact: str, facts: PatientFacts, ruleset: RuleSet) -> str | None:
     """Where ``fact``'s value came from: the lab value with date and resource, or the coded items."""
     base = fact.removesuffix("_known")
+    for suffix in ("_low_inclusive", "_high_inclusive", "_low", "_high", "_unreadable", "_recorded"):
+        if base.endswith(suffix):
+            lab_name = base.removesuffix(suffix)
+            lab_name = "alt" if lab_name == "alt_x_uln" else lab_name
+            if lab_name in facts.unreadable:
+                return str(facts.unreadable[lab_name]) + f" [{facts.unreadable[lab_name].reason}], {facts.unreadable[lab_name].resource}"
+            if lab_name in facts.labs:
+                return f"{facts.labs[lab_name].describe()}, {facts.labs[lab_name].resource}"
     if base in facts.labs:
         lab = facts.labs[base]
         return f"{lab.describe()}, {lab.resource}"
@@ -112,9 +120,31 @@ def _show(fact: str, values: dict[str, Any], ruleset: RuleSet) -> str:
     return str(value)
 
 
+def _lab_of(fact: str) -> str:
+    return "alt" if fact == "alt_x_uln" else fact
+
+
+def _undecided_reason(node: Compare, facts: PatientFacts) -> str | None:
+    """Why a record of a bounded lab cannot decide ``node``: unreadable, or a straddling bound."""
+    lab = _lab_of(node.fact)
+    if lab in facts.unreadable:
+        bad = facts.unreadable[lab]
+        return f"{bad} ({bad.reason}; {bad.resource}): cannot decide {node.describe()}"
+    value = facts.labs.get(lab)
+    if value is not None and value.is_bound:
+        return f"{value.describe()} ({value.resource}) is a bound that does not decide {node.describe()}"
+    return None
+
+
 def _compare_reason(node: Compare, values: dict[str, Any], facts: PatientFacts, ruleset: RuleSet) -> str:
     if node.fact == "hook":
         return f"hook is {values.get('hook')}, this card is for {node.shown}"
+    if node.bounded and node.kind == "number":
+        undecided = _undecided_reason(node, facts)
+        if undecided is not None and not node.evaluate_negated(values)[0]:
+            return undecided
+        if undecided is not None:  # a bound that decides the comparison false
+            return f"{node.describe()} is false: {undecided.split(' is a bound')[0]}"
     if values.get(node.fact) is None:
         text = f"{node.label or node.fact} is not known (needed: {node.describe()})"
         if node.fact.startswith("insulin_") and facts.insulin.unknown_reasons:
@@ -175,10 +205,32 @@ def why_not(node: Node, values: dict[str, Any], facts: PatientFacts, ruleset: Ru
     if isinstance(node, Ref):
         return f"{node.name}: {why_not(node.inner, values, facts, ruleset)}"
     if isinstance(node, Not):
+        if not node.item.evaluate(values)[0]:
+            # neither holds: a value that could not be read (or a straddling bound) cannot rule it out
+            reason = _cannot_rule_out(node.item, values, facts)
+            return f"must not hold, and cannot be ruled out: {reason}"
         return f"must not hold, but {_evidence(node.item, values, facts, ruleset)}"
     if isinstance(node, Compare):
         return _compare_reason(node, values, facts, ruleset)
+    if isinstance(node, Undecided):
+        lab = _lab_of(node.compare.fact)
+        shown = facts.labs.get(lab)
+        return (f"{node.describe()} is false: "
+                + (f"{shown.describe()} decides it" if shown is not None else f"no {lab} recorded in the look-back"))
     return node.evaluate(values)[1]
+
+
+def _cannot_rule_out(node: Node, values: dict[str, Any], facts: PatientFacts) -> str:
+    """The first leaf under ``node`` that is neither true nor false."""
+    if isinstance(node, Compare):
+        return _undecided_reason(node, facts) or node.evaluate_negated(values)[1] or node.describe()
+    if isinstance(node, (All, AnyOf)):
+        for item in node.items:
+            if not item.evaluate(values)[0] and not item.evaluate_negated(values)[0]:
+                return _cannot_rule_out(item, values, facts)
+    if isinstance(node, Not):
+        return _cannot_rule_out(node.item, values, facts)
+    return node.evaluate_negated(values)[1] or node.describe()
 
 
 # -- the explanation ---------------------------------------------------------------------------------
@@ -240,7 +292,8 @@ def _facts_lines(facts: PatientFacts, ruleset: RuleSet, *, all_facts: bool) -> l
             out.append(f"    {name:<{width}}  {lab.describe()}  [{lab.resource}]")
     stale = {n: v for n, v in facts.last_labs.items() if n not in facts.labs or facts.labs[n].resource != v.resource}
     if stale:
-        out.append("  labs outside the look-back (latest ever; rules see them as <name>_last only):")
+        out.append("  labs not used as current (latest readable ever: outside the look-back, or older than an "
+                   "unreadable record; rules see them as <name>_last only):")
         for name, lab in sorted(stale.items()):
             out.append(f"    {name}  {lab.describe()}  [{lab.resource}]")
     for title, group in (("conditions", facts.conditions), ("medications", facts.medications),
@@ -259,6 +312,9 @@ def _facts_lines(facts: PatientFacts, ruleset: RuleSet, *, all_facts: bool) -> l
         out += [f"    unknown: {reason}" for reason in insulin.unknown_reasons]
     if facts.bmi_z is not None:
         out.append(f"  BMI-for-age z-score: {fmt_number(facts.bmi_z)} ({facts.bmi_source})")
+    if facts.unreadable:
+        out.append("  could not be read (a record exists; never reported as missing):")
+        out += [f"    {name}  {item}  [{item.resource}]: {item.reason}" for name, item in sorted(facts.unreadable.items())]
     if facts.ignored:
         out.append("  values ignored:")
         out += [f"    {i.fact}  [{i.resource}]: {i.reason}" for i in facts.ignored]

@@ -25,7 +25,7 @@ __all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "create_resource", "parse_template",
 
 TEMPLATE_NAMES = frozenset({
     "patient", "lab", "last", "fact", "t", "conditions", "medications", "allergies", "procedures",
-    "devices", "insulin", "bmi_source", "bmi_z", "now", "drafts", "notes", "rule",
+    "devices", "insulin", "bmi_source", "bmi_z", "now", "drafts", "notes", "rule", "unreadable",
 })
 DEFAULT_OVERRIDE_REASONS = [
     Coding(system=OVERRIDE_REASON_SYSTEM, code="not-applicable",
@@ -113,6 +113,9 @@ def template_context(facts: PatientFacts, thresholds: dict[str, Any], rule: Any)
         "drafts": _View(facts.draft_ids, []),
         "notes": facts.notes,
         "rule": {"id": rule.id, "title": rule.title, "version": rule.version},
+        # pathways.md 1 (Three states): {{ unreadable.egfr }} -> "eGFR of 2026-10-01 could not be
+        # read ('see report')"; falsy NotRecorded when the fact was readable or absent
+        "unreadable": _View(facts.unreadable, NotRecorded),
     }
 
 

@@ -27,12 +27,13 @@ from cds.facts.meds import (
     u500_dose_in_ml,
 )
 from cds.facts.models import FactSpec, FactValue, LabValue, PatientFacts, UnreadableValue
+from cds.facts.pregnancy import find_pregnancy_observation
 from cds.fhir.validation import resource_label
 from cds.facts.special import find_nyha_class, find_receptor_antibody
 from cds.fhir.dates import parse_fhir_datetime
 from cds.fhir.ingest import PatientRecord
 
-__all__ = ["build_facts", "fact_catalog", "fact_key"]
+__all__ = ["bound_specs", "build_facts", "fact_catalog", "fact_key", "set_bound_values"]
 
 ALT_DEFAULT_ULN = 40.0  # U/L; pathways.md 1: ALT ULN = referenceRange.high, else 40 U/L
 HOOK_CHOICES = ("patient-view", "order-select", "order-sign")
@@ -76,6 +77,11 @@ def fact_catalog(valuesets: dict[str, Any], labs: LabCatalog) -> dict[str, FactS
                  description="an active or drafted U-500 product with insulin pump use"),
         *MEDICATION_FACT_SPECS,
         FactSpec(name="alt_x_uln", type="number", description="latest recent ALT as a multiple of its ULN"),
+        *bound_specs("alt_x_uln", "ALT as a multiple of its ULN", None, None),
+        FactSpec(name="pregnancy_observation", type="bool",
+                 description="pregnant by the latest pregnancy-status Observation (10 months) or a positive hCG (12 weeks)"),
+        FactSpec(name="pregnancy_observation_unreadable", type="bool",
+                 description="a recent pregnancy-status or hCG Observation whose value could not be read"),
         FactSpec(name="alt_last_x_uln", type="number", description="latest ALT ever as a multiple of its ULN"),
         FactSpec(name="nyha_class", type="number", description="latest NYHA class (1-4) in 12 months"),
         FactSpec(name="insulin_receptor_antibody_positive", type="bool",
@@ -90,6 +96,7 @@ def fact_catalog(valuesets: dict[str, Any], labs: LabCatalog) -> dict[str, FactS
     for name, definition in labs.definitions.items():
         specs.append(FactSpec(name=name, type="number", unit=definition.unit, quantity=definition.quantity,
                               description=f"{definition.title}: latest within {definition.lookback_months or 'any'} months"))
+        specs += bound_specs(name, definition.title, definition.unit, definition.quantity)
         specs.append(FactSpec(name=f"{name}_last", type="number", unit=definition.unit, quantity=definition.quantity,
                               description=f"{definition.title}: latest value at any date (may be stale)"))
         specs.append(FactSpec(name=f"{name}_last_days", type="number", unit="d",
@@ -135,6 +142,46 @@ def fact_catalog(valuesets: dict[str, Any], labs: LabCatalog) -> dict[str, FactS
     return catalog
 
 
+def bound_specs(name: str, title: str, unit: str | None, quantity: str | None) -> list[FactSpec]:
+    """The three-state companions of a lab fact (pathways.md 1, Three states and Comparators).
+
+    ``<name>_low`` / ``<name>_high`` (and their ``_inclusive`` flags) bound the recent value: a point
+    has low = high; "<15" only an exclusive high; ">90" only an exclusive low. The condition compiler
+    decides ``<name> < T`` from them (true when every allowed value is below T, false when none is,
+    unknown otherwise). ``<name>_unreadable``: the newest record in the look-back could not be read.
+    ``<name>_recorded``: the look-back holds a record of it, readable or not (absent = not recorded).
+    """
+    return [
+        FactSpec(name=f"{name}_low", type="number", unit=unit, quantity=quantity,
+                 description=f"{title}: lowest value the recent result allows (value, or the bound of '>x')"),
+        FactSpec(name=f"{name}_high", type="number", unit=unit, quantity=quantity,
+                 description=f"{title}: highest value the recent result allows (value, or the bound of '<x')"),
+        FactSpec(name=f"{name}_low_inclusive", type="bool", description=f"{title}: the low bound itself is allowed"),
+        FactSpec(name=f"{name}_high_inclusive", type="bool", description=f"{title}: the high bound itself is allowed"),
+        FactSpec(name=f"{name}_unreadable", type="bool",
+                 description=f"{title}: the newest record in the look-back could not be read"),
+        FactSpec(name=f"{name}_recorded", type="bool",
+                 description=f"{title}: a record in the look-back (a value, a bound or unreadable)"),
+    ]
+
+
+def set_bound_values(values: dict[str, FactValue], name: str, lab: LabValue | None, unreadable: bool,
+                     scale: float = 1.0) -> None:
+    """Flat facts of one bounded lab: ``name`` for a point, ``_low``/``_high``/flags, ``_unreadable``."""
+    values[f"{name}_unreadable"] = unreadable
+    values[f"{name}_recorded"] = unreadable or lab is not None
+    if lab is None:
+        return
+    if not lab.is_bound:
+        values[name] = round(lab.value / scale, 6)
+    if lab.low is not None:
+        values[f"{name}_low"] = round(lab.low / scale, 6)
+        values[f"{name}_low_inclusive"] = lab.low_inclusive
+    if lab.high is not None:
+        values[f"{name}_high"] = round(lab.high / scale, 6)
+        values[f"{name}_high_inclusive"] = lab.high_inclusive
+
+
 def _age_years(birth: datetime, now: datetime) -> float:
     years = now.year - birth.year - ((now.month, now.day) < (birth.month, birth.day))
     anniversary_year = birth.year + years
@@ -169,7 +216,7 @@ def _bmi(facts: PatientFacts) -> LabValue | None:
         facts.bmi_source = f"measured ({measured.resource})"
         return measured
     weight, height = facts.labs.get("weight"), facts.labs.get("height")
-    if weight is not None and height is not None and height.value > 0:
+    if weight is not None and height is not None and not weight.is_bound and not height.is_bound and height.value > 0:
         value = weight.value / (height.value**2)
         facts.bmi_source = f"computed from weight {weight.resource} and height {height.resource}"
         computed = LabValue(
@@ -201,17 +248,17 @@ def build_facts(
     if facts.age_years is not None:
         values["age"] = round(facts.age_years, 4)
 
-    recent, last, ignored = select_labs(record, labs, now)
+    recent, last, ignored, unreadable = select_labs(record, labs, now)
     facts.labs, facts.last_labs, facts.ignored = recent, last, ignored
+    facts.unreadable.update(unreadable)
     bmi = _bmi(facts)
-    for name, value in facts.labs.items():
-        values[name] = value.value
+    for name in labs.definitions:
+        set_bound_values(values, name, facts.labs.get(name), name in facts.unreadable)
     for name, value in facts.last_labs.items():
-        values[f"{name}_last"] = value.value
+        if not value.is_bound:
+            values[f"{name}_last"] = value.value
         values[f"{name}_last_days"] = (now - value.date).days
-    if bmi is not None:
-        values["bmi"] = bmi.value
-    if bmi is not None and facts.age_years is not None and 2 <= facts.age_years < 18:
+    if bmi is not None and not bmi.is_bound and facts.age_years is not None and 2 <= facts.age_years < 18:
         z = growth_adapter.bmi_z(bmi=bmi.value, age_years=facts.age_years, sex=facts.sex)
         if z is None:
             facts.notes.append(
@@ -222,11 +269,15 @@ def build_facts(
             facts.bmi_z = round(z, 3)
             values["bmi_z"] = facts.bmi_z
 
-    for name, key in (("alt", "alt_x_uln"), ("alt_last", "alt_last_x_uln")):
-        alt = facts.labs.get("alt") if name == "alt" else facts.last_labs.get("alt")
-        if alt is not None:
-            uln = alt.reference_high if alt.reference_high and alt.reference_high > 0 else ALT_DEFAULT_ULN
-            values[key] = round(alt.value / uln, 4)
+    alt = facts.labs.get("alt")
+    uln = alt.reference_high if alt is not None and alt.reference_high and alt.reference_high > 0 else ALT_DEFAULT_ULN
+    set_bound_values(values, "alt_x_uln", alt, "alt" in facts.unreadable, scale=uln)
+    if "alt_x_uln" in values:
+        values["alt_x_uln"] = round(float(values["alt_x_uln"]), 4)
+    alt_last = facts.last_labs.get("alt")
+    if alt_last is not None and not alt_last.is_bound:
+        uln = alt_last.reference_high if alt_last.reference_high and alt_last.reference_high > 0 else ALT_DEFAULT_ULN
+        values["alt_last_x_uln"] = round(alt_last.value / uln, 4)
 
     matcher = matcher or ConceptMatcher(valuesets)
     coded = collect_coded(record, matcher, now)
@@ -295,6 +346,17 @@ def build_facts(
     if nyha is not None:
         values["nyha_class"] = nyha
         facts.conditions["nyha"] = [nyha_item]
+    pregnancy = find_pregnancy_observation(record, valuesets, now)
+    values["pregnancy_observation"] = pregnancy.pregnant
+    values["pregnancy_observation_unreadable"] = pregnancy.unreadable is not None
+    if pregnancy.item is not None:
+        facts.conditions["pregnancy-observation"] = [pregnancy.item]
+        # shown with the pregnancy conditions in every card ({{ conditions.pregnancy }}); the flat
+        # pregnancy_* condition facts were computed above and are not changed by this
+        facts.conditions["pregnancy"] = [*facts.conditions.get("pregnancy", []), pregnancy.item]
+    if pregnancy.unreadable is not None:
+        facts.unreadable["pregnancy_observation"] = pregnancy.unreadable
+    facts.notes += pregnancy.notes
     antibody = find_receptor_antibody(record, matcher, now)
     values["insulin_receptor_antibody_positive"] = antibody is not None
     if antibody is not None:

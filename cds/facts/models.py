@@ -43,7 +43,14 @@ class FactSpec(BaseModel):
 
 
 class LabValue(BaseModel):
-    """A measured value converted to its canonical unit, with where it came from."""
+    """A measured value converted to its canonical unit, with where it came from.
+
+    A value is a point (``comparator`` None, ``low == high == value``) or a bound (pathways.md 1,
+    Comparators): "<15" is ``comparator "<"``, ``value 15``, ``high 15`` exclusive, ``low`` None. A
+    unitless string for a concept with no report unit becomes the hull of its readings in every
+    accepted unit (``low``/``high`` both set, ``comparator "~"``); a threshold is decided only when
+    the whole interval lies on one side of it (:mod:`cds.rules.conditions`).
+    """
 
     name: str
     value: float
@@ -53,10 +60,34 @@ class LabValue(BaseModel):
     resource: str
     code: str | None = None
     reference_high: float | None = None
+    comparator: str | None = None  # None (a point), "<", "<=", ">", ">=", or "~" (unit unknown)
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def model_post_init(self, _context: object) -> None:
+        if self.comparator is None:
+            self.low = self.high = self.value
+            self.low_inclusive = self.high_inclusive = True
+
+    @property
+    def is_bound(self) -> bool:
+        return self.comparator is not None
+
+    @property
+    def shown(self) -> str:
+        """The value as a clinician reads it: ``60``, ``<15``, ``>=90`` (canonical unit, no unit)."""
+        if self.comparator == "~":
+            return f"{_fmt(self.low or 0)}-{_fmt(self.high or 0)}"
+        return f"{self.comparator or ''}{_fmt(self.value)}"
 
     def describe(self) -> str:
         """``228 pmol/L on 2026-01-03`` (plus the original value when it was converted)."""
-        shown = f"{_fmt(self.value)} {self.unit}"
+        if self.comparator == "~":
+            shown = f"between {_fmt(self.low or 0)} and {_fmt(self.high or 0)} {self.unit} (unit not stated)"
+        else:
+            shown = f"{self.shown} {self.unit}"
         if self.original:  # set only when the value was converted or carries a comparator
             shown += f" ({self.original})"
         return f"{shown} on {self.date.date().isoformat()}"

@@ -11,11 +11,15 @@ Written forms (all may nest)::
     {procedure: sir-referral, within: 24 months}
     {device: u500-syringe}
     {fact: age, gte: 18}             long form of a comparison (eq ne lt lte gt gte)
+    {undecided: "egfr < egfr_stop"}  a record exists but cannot decide the comparison (unreadable or
+                                     a straddling bound; pathways.md 1 "could not be read for that threshold")
 
 The matching itself is done by durable_rules on the compiled JSON; :meth:`Node.evaluate` exists only
 to *explain* a result (which condition failed, with the patient's value) and is checked against the
 engine by tests. Missing values: a comparison on an unknown number is false, and its negation is
 true (compiled as ``x >= v or x_known == false``), so "not known" never passes for "normal".
+Lab facts are three-valued (see :class:`Compare`): a record that cannot be read, or a bound that
+straddles the threshold, makes both the comparison and its negation false.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from cds.facts.models import FactSpec, fmt_number
 from cds.units import UnitError, convert, normalise_unit_text
 
 __all__ = [
-    "All", "AnyOf", "Compare", "ConditionParser", "Node", "Not", "ParseIssue", "Ref",
+    "All", "AnyOf", "Compare", "ConditionParser", "Node", "Not", "ParseIssue", "Ref", "Undecided",
     "definition_fact", "references",
 ]
 
@@ -60,6 +64,12 @@ class Node:
     def evaluate(self, values: dict[str, Any]) -> tuple[bool, str | None]:
         raise NotImplementedError("The 'evaluate' method must be implemented.")
 
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        """Mirror of ``compile(negate=True)``: with three-state facts "not X" is not "X fails"
+        (a value that cannot decide X makes both X and "not X" fail)."""
+        ok, _why = self.evaluate(values)
+        return (not ok), (None if not ok else f"{self.describe()} holds, but must not")
+
     def describe(self) -> str:
         raise NotImplementedError("The 'describe' method must be implemented.")
 
@@ -87,18 +97,31 @@ def references(node: Node | None) -> set[str]:
 
 @dataclass
 class Compare(Node):
+    """One comparison. On a *bounded* number (a lab with ``_low``/``_high`` companions, pathways.md 1
+    Comparators) it is three-valued: ``egfr < 30`` holds when every value the record allows is below
+    30 (``egfr_high < 30``, or ``== 30`` exclusive), its negation holds when none is
+    (``egfr_low >= 30``) or when nothing is recorded (absent), and neither holds when the record is
+    unreadable or a bound straddles 30 ("could not be read for that threshold"). So a start/consider
+    rule's exclusion ``not: egfr < 30`` is not met by an unreadable value, and ``egfr >= 45`` is met by
+    ">90". Authors keep writing ``egfr < metformin_egfr_stop``.
+    """
+
     fact: str
     op: str  # eq ne lt lte gt gte
     value: float | str | bool
     kind: str  # bool number string
     shown: str  # what the author wrote, for explanations: "egfr_stop (30 mL/min/{1.73_m2})"
     label: str = ""
+    bounded: bool = False  # the fact has <fact>_low/_high/_unreadable companions
 
     def compile(self, negate: bool = False) -> dict[str, Any]:
         op = _NEGATE[self.op] if negate else self.op
         if self.kind == "bool":
             truth = bool(self.value) if op == "eq" else not bool(self.value)
             return {self.fact: truth}
+        if self.bounded and op in _ORDER_OPS:
+            decided = _or([_and(c) for c in _decided_clauses(self.fact, op, self.value)])
+            return {"$or": [decided, _and(_absent_clause(self.fact))]} if negate else decided
         expr = {self.fact: self.value} if op == "eq" else {_DURABLE_OP[op]: {self.fact: self.value}}
         if self.kind == "number" and negate:
             # not (x < v)  ==  x >= v  or  x is unknown
@@ -106,6 +129,10 @@ class Compare(Node):
         return expr
 
     def evaluate(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        if self.kind == "number" and self.bounded and self.op in _ORDER_OPS:
+            if _holds_any(_decided_clauses(self.fact, self.op, self.value), values):
+                return True, None
+            return False, self._why_not(values)
         actual = values.get(self.fact)
         if actual is None:
             return False, f"{self.label or self.fact} is not known (needed: {self.describe()})"
@@ -115,6 +142,42 @@ class Compare(Node):
         shown_actual = fmt_number(actual) if isinstance(actual, (int, float)) and not isinstance(actual, bool) else str(actual).lower()
         return False, f"{self.describe()} is false: {self.fact} = {shown_actual}"
 
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        if self.kind == "number" and self.bounded and self.op in _ORDER_OPS:
+            clauses = _decided_clauses(self.fact, _NEGATE[self.op], self.value) + [_absent_clause(self.fact)]
+            if _holds_any(clauses, values):
+                return True, None
+            if _holds_any(_decided_clauses(self.fact, self.op, self.value), values):
+                return False, f"{self.describe()} holds, but must not"
+            return False, f"{self.describe()} cannot be ruled out: {self._state(values)}"
+        if self.kind == "number":
+            actual = values.get(self.fact)
+            if actual is None:
+                return True, None
+            ok = _apply(_NEGATE[self.op], actual, self.value)
+            return ok, (None if ok else f"{self.describe()} holds, but must not")
+        return super().evaluate_negated(values)
+
+    def _state(self, values: dict[str, Any]) -> str:
+        if values.get(f"{self.fact}_unreadable"):
+            return f"{self.fact} could not be read"
+        low, high = values.get(f"{self.fact}_low"), values.get(f"{self.fact}_high")
+        if low is None and high is None:
+            return f"{self.fact} is not known"
+        if low is not None and high is not None and low == high:
+            return f"{self.fact} = {fmt_number(low)}"
+        parts = []
+        if low is not None:
+            parts.append(f"{'>=' if values.get(f'{self.fact}_low_inclusive') else '>'}{fmt_number(low)}")
+        if high is not None:
+            parts.append(f"{'<=' if values.get(f'{self.fact}_high_inclusive') else '<'}{fmt_number(high)}")
+        return f"{self.fact} is {' and '.join(parts)} (a bound that does not decide {self.describe()})"
+
+    def _why_not(self, values: dict[str, Any]) -> str:
+        if _holds_any(_decided_clauses(self.fact, _NEGATE[self.op], self.value), values):
+            return f"{self.describe()} is false: {self._state(values)}"
+        return f"{self.label or self.fact}: {self._state(values)} (needed: {self.describe()})"
+
     def describe(self) -> str:
         if self.kind == "bool":
             positive = bool(self.value) == (self.op == "eq")
@@ -123,6 +186,109 @@ class Compare(Node):
 
     def facts(self) -> set[str]:
         return {self.fact}
+
+
+_ORDER_OPS = ("lt", "lte", "gt", "gte")
+
+
+def _and(leaves: list[dict[str, Any]]) -> dict[str, Any]:
+    return leaves[0] if len(leaves) == 1 else {"$and": leaves}
+
+
+def _or(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return parts[0] if len(parts) == 1 else {"$or": parts}
+
+
+def _decided_clauses(fact: str, op: str, value: Any) -> list[list[dict[str, Any]]]:
+    """Conjunctions under which ``fact op value`` holds for every value the record allows."""
+    low, high = f"{fact}_low", f"{fact}_high"
+    if op == "lt":
+        return [[{"$lt": {high: value}}], [{high: value}, {f"{high}_inclusive": False}]]
+    if op == "lte":
+        return [[{"$lte": {high: value}}]]
+    if op == "gt":
+        return [[{"$gt": {low: value}}], [{low: value}, {f"{low}_inclusive": False}]]
+    if op == "gte":
+        return [[{"$gte": {low: value}}]]
+    raise ValueError(op)
+
+
+def _not_decided_clauses(fact: str, op: str, value: Any) -> list[list[dict[str, Any]]]:
+    """Conjunctions under which ``fact op value`` is *not* decided true (the complement of the above)."""
+    low, high = f"{fact}_low", f"{fact}_high"
+    if op == "lt":
+        return [[{"$gt": {high: value}}], [{high: value}, {f"{high}_inclusive": True}], [{f"{high}_known": False}]]
+    if op == "lte":
+        return [[{"$gt": {high: value}}], [{f"{high}_known": False}]]
+    if op == "gt":
+        return [[{"$lt": {low: value}}], [{low: value}, {f"{low}_inclusive": True}], [{f"{low}_known": False}]]
+    if op == "gte":
+        return [[{"$lt": {low: value}}], [{f"{low}_known": False}]]
+    raise ValueError(op)
+
+
+def _absent_clause(fact: str) -> list[dict[str, Any]]:
+    """Nothing recorded in the look-back: no bound either way and nothing unreadable."""
+    return [{f"{fact}_low_known": False}, {f"{fact}_high_known": False}, {f"{fact}_unreadable": False}]
+
+
+def _undecided_clauses(fact: str, op: str, value: Any) -> list[list[dict[str, Any]]]:
+    """A record exists but decides ``fact op value`` neither way (unreadable, or a straddling bound)."""
+    clauses = [[{f"{fact}_unreadable": True}]]
+    for a in _not_decided_clauses(fact, op, value):
+        for b in _not_decided_clauses(fact, _NEGATE[op], value):
+            unknown = {f"{fact}_low_known", f"{fact}_high_known"}
+            keys = {next(iter(leaf)) for leaf in a + b}
+            if unknown <= keys:
+                continue  # neither bound known: absent or unreadable, covered above
+            clauses.append(a + b)
+    return clauses
+
+
+def _leaf_holds(leaf: dict[str, Any], values: dict[str, Any]) -> bool:
+    """How durable_rules reads one compiled leaf; a missing property never matches."""
+    key = next(iter(leaf))
+    if key.startswith("$"):
+        (name, expected), = leaf[key].items()
+        actual = values.get(name)
+        if actual is None or isinstance(actual, bool):
+            return False
+        return _apply({"$lt": "lt", "$lte": "lte", "$gt": "gt", "$gte": "gte", "$neq": "ne"}[key], actual, expected)
+    return key in values and values[key] == leaf[key]
+
+
+def _holds_any(clauses: list[list[dict[str, Any]]], values: dict[str, Any]) -> bool:
+    return any(all(_leaf_holds(leaf, values) for leaf in clause) for clause in clauses)
+
+
+@dataclass
+class Undecided(Node):
+    """``{undecided: "egfr < metformin_egfr_stop"}``: a record of the fact exists in its look-back but
+    cannot decide the comparison - it could not be read, or it is a bound on both sides of the
+    threshold ("<60" for ``egfr >= 45``). Absent (nothing recorded) is *not* undecided. This is how a
+    safety rule names "could not be read for that threshold" (pathways.md 1, Comparators)."""
+
+    compare: Compare
+
+    def compile(self, negate: bool = False) -> dict[str, Any]:
+        if negate:
+            return {"$or": [self.compare.compile(), self.compare.compile(negate=True)]}
+        return _or([_and(c) for c in _undecided_clauses(self.compare.fact, self.compare.op, self.compare.value)])
+
+    def evaluate(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        if _holds_any(_undecided_clauses(self.compare.fact, self.compare.op, self.compare.value), values):
+            return True, None
+        return False, f"{self.compare.describe()} is decided or nothing is recorded: {self.compare._state(values)}"
+
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        ok, _ = self.evaluate(values)
+        return (not ok), (None if not ok else f"{self.describe()} holds, but must not")
+
+    def describe(self) -> str:
+        return f"{self.compare.describe()} cannot be decided from the record"
+
+    def facts(self) -> set[str]:
+        return {self.compare.fact}
 
 
 def _apply(op: str, actual: Any, expected: Any) -> bool:
@@ -161,6 +327,13 @@ class All(Node):
                 return False, why
         return True, None
 
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        for item in self.items:
+            ok, _ = item.evaluate_negated(values)
+            if ok:
+                return True, None
+        return False, f"{self.describe()} holds (or cannot be ruled out), but must not"
+
     def describe(self) -> str:
         return "all of: " + "; ".join(i.describe() for i in self.items)
 
@@ -187,6 +360,13 @@ class AnyOf(Node):
             reasons.append(why or item.describe())
         return False, "none of: " + " | ".join(reasons)
 
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        for item in self.items:
+            ok, why = item.evaluate_negated(values)
+            if not ok:
+                return False, why
+        return True, None
+
     def describe(self) -> str:
         return "any of: " + "; ".join(i.describe() for i in self.items)
 
@@ -202,8 +382,10 @@ class Not(Node):
         return self.item.compile(not negate)
 
     def evaluate(self, values: dict[str, Any]) -> tuple[bool, str | None]:
-        ok, _why = self.item.evaluate(values)
-        return (not ok), (None if not ok else f"{self.item.describe()} holds, but must not")
+        return self.item.evaluate_negated(values)
+
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        return self.item.evaluate(values)
 
     def describe(self) -> str:
         return f"not ({self.item.describe()})"
@@ -225,6 +407,11 @@ class Ref(Node):
     def evaluate(self, values: dict[str, Any]) -> tuple[bool, str | None]:
         ok, why = self.inner.evaluate(values)
         return ok, (None if ok else f"{self.name}: {why}")
+
+    def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        # a definition arrives as a two-valued boolean (def_<name>): "not X" = X was not inferred
+        ok, _why = self.inner.evaluate(values)
+        return (not ok), (None if not ok else f"{self.name} holds, but must not")
 
 
     def describe(self) -> str:
@@ -344,7 +531,8 @@ class ConditionParser:
         value = self._to_fact_unit(fact, spec, number, unit, location)
         if value is None:
             return None
-        return Compare(fact, op, value, "number", shown)
+        bounded = f"{fact}_high" in self.catalog and f"{fact}_unreadable" in self.catalog
+        return Compare(fact, op, value, "number", shown, bounded=bounded)
 
     def _to_fact_unit(self, fact: str, spec: FactSpec, number: float, unit: str | None, location: tuple[str | int, ...]) -> float | None:
         if spec.quantity:
@@ -388,6 +576,18 @@ class ConditionParser:
                 return None
             inner = self.parse(data["not"], location + ("not",))
             return Not(inner) if inner is not None else None
+        if "undecided" in keys:
+            if keys != {"undecided"}:
+                self._fail(location, "'undecided' must stand alone")
+                return None
+            inner = self.parse(data["undecided"], location + ("undecided",))
+            if inner is None:
+                return None
+            if not (isinstance(inner, Compare) and inner.bounded and inner.op in _ORDER_OPS):
+                self._fail(location + ("undecided",),
+                           "'undecided' takes one comparison (< <= > >=) of a lab fact, e.g. 'egfr < metformin_egfr_stop'")
+                return None
+            return Undecided(inner)
         if "ref" in keys:
             return self._definition(str(data["ref"]), location + ("ref",))
         if "fact" in keys:

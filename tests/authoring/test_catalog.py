@@ -36,7 +36,7 @@ def test_catalog_contents(make_ruleset, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     md = (out / "catalog.md").read_text()
     page = (out / "catalog.html").read_text()
-    assert "| [metformin-renal](#rule-metformin-renal) | Metformin and reduced kidney function | 1.0.0 | active |" in md
+    assert "| [metformin-renal](#rule-metformin-renal) | Metformin and reduced kidney function | 1.1.0 | active |" in md
     assert "## metformin-renal: Metformin and reduced kidney function" in md
     assert "### Card 1: critical (order-select, order-sign)" in md
     # plain-English conditions with thresholds and units, as converted by the engine
@@ -44,9 +44,9 @@ def test_catalog_contents(make_ruleset, tmp_path: Path) -> None:
     assert "| `metformin_egfr_stop` | 30 | mL/min/{1.73_m2} | FDA Drug Safety Communication" in md
     # value sets with their codes, card text, evidence links, test counts
     assert '<a id="vs-metformin"></a>' in md and "861007" in md
-    assert "**Summary: **" not in md and "eGFR {{ lab.egfr.value|num }} mL/min/1.73 m2" in md
+    assert "**Summary: **" not in md and "eGFR {{ lab.egfr.shown|num }} mL/min/1.73 m2" in md
     assert "(http://www.fda.gov/Drugs/DrugSafety/ucm493244.htm)" in md
-    assert "12 cases (6 fires, 6 silent) in `metformin-renal.test.yaml`" in md
+    assert "30 cases (16 fires, 14 silent) in `metformin-renal.test.yaml`" in md
     assert "delete each drafted order of [metformin](#vs-metformin)" in md
     # HTML: the same content, well nested
     assert '<h2 id="rule-metformin-renal">' in page and "861007" in page

@@ -49,8 +49,9 @@ def test_not_fired_names_the_value_the_threshold_and_the_source(make_ruleset) ->
     assert not rule.fired
     critical = rule.cards[0]
     assert not critical.holds and not critical.disagrees
-    assert critical.reason == ("egfr = 52 mL/min/{1.73_m2} (52 mL/min/{1.73_m2} on 2026-10-01, Observation/egfr-1); "
-                               "needed egfr < metformin_egfr_start (45 mL/min/{1.73_m2})")
+    assert critical.reason.startswith("none of: (egfr = 52 mL/min/{1.73_m2} (52 mL/min/{1.73_m2} on 2026-10-01, "
+                                      "Observation/egfr-1); needed egfr < metformin_egfr_start (45 mL/min/{1.73_m2}))")
+    assert "metformin_renal_equivalent" in critical.reason  # v3: the renal-failure equivalent is the other way in
     text = render_text(explanation)
     assert "egfr  52 mL/min/{1.73_m2} on 2026-10-01  [Observation/egfr-1]" in text
     assert "values ignored:" in text and "Observation/crcl-1" in text
@@ -65,7 +66,7 @@ def test_fired_rule_shows_card_and_agrees_with_engine(make_ruleset) -> None:
     rule = explanation.rules[0]
     assert rule.fired and rule.chosen == 0
     assert rule.cards[0].holds and rule.cards[0].matched_by_engine
-    assert rule.cards[1].reason == "hook is order-sign, this card is for patient-view"
+    assert rule.cards[2].reason == "hook is order-sign, this card is for patient-view"  # v3: card 1 is the renal equivalent
     assert "FIRED card 0 (critical)" in render_text(explanation)
 
 
@@ -78,7 +79,7 @@ def test_cli_on_a_request_file_and_on_a_test_case(make_ruleset, tmp_path: Path) 
     result = runner.invoke(cli, ["explain", str(request), "--rulesets", str(directory), "--now", "2026-11-01T09:00:00Z",
                                  "--rule", "metformin-renal"])
     assert result.exit_code == 0, result.output
-    assert "metformin-renal 1.0.0 (active): not fired" in result.output
+    assert "metformin-renal 1.1.0 (active): not fired" in result.output
     assert "needed egfr < metformin_egfr_start (45 mL/min/{1.73_m2})" in result.output
     by_case = runner.invoke(cli, ["explain", str(directory / "rules" / "metformin-renal.test.yaml"), "--case", "25"])
     assert by_case.exit_code == 0, by_case.output

@@ -146,19 +146,23 @@ def test_height_has_no_look_back(facts) -> None:
     assert result.values["bmi"] == pytest.approx(25.0)
 
 
-def test_observation_without_date_is_ignored(facts) -> None:
+def test_observation_without_date_is_unreadable(facts) -> None:
+    """v3 (pathways.md 1, Three states): a record exists, its date cannot be read: never "no eGFR"."""
     o = obs(EGFR, 50, "mL/min/{1.73_m2}", rid="undated")
     del o["effectiveDateTime"]
     result = facts(o)
     assert result.values["egfr_known"] is False
-    assert any(i.resource == "Observation/undated" and i.reason == "no date" for i in result.ignored)
+    assert result.values["egfr_unreadable"] is True
+    assert result.unreadable["egfr"].resource == "Observation/undated"
+    assert "no usable date" in result.unreadable["egfr"].reason
 
 
 def test_effective_period_and_issued_are_dates(facts) -> None:
     by_period = obs(EGFR, 51, "mL/min/{1.73_m2}")
     del by_period["effectiveDateTime"]
     by_period["effectivePeriod"] = {"start": "2026-09-01T08:00:00Z", "end": "2026-09-01T10:00:00Z"}
-    assert facts(by_period).labs["egfr"].date == datetime(2026, 9, 1, 10, tzinfo=UTC)
+    # v3 (pathways.md 1): effectivePeriod.start, not its end
+    assert facts(by_period).labs["egfr"].date == datetime(2026, 9, 1, 8, tzinfo=UTC)
     by_issued = obs(EGFR, 52, "mL/min/{1.73_m2}")
     del by_issued["effectiveDateTime"]
     by_issued["issued"] = "2026-08-01T12:00:00Z"

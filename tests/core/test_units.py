@@ -175,15 +175,29 @@ def test_original_value_is_kept_for_explanation(facts) -> None:
     assert "228 pmol/L" in str(lab)
 
 
-@pytest.mark.parametrize("unit", ["mL/min", "mL/min/m2", "mg/dL"])
-def test_egfr_without_per_173_m2_is_ignored_and_reported(facts, unit) -> None:
-    result = facts(obs(EGFR, 60, unit, 20, rid="egfr-plain"))
+def test_egfr_in_plain_ml_min_is_a_clearance_not_an_egfr(facts) -> None:
+    """pathways.md 1: plain mL/min is a clearance, not an eGFR: absent (reported), never unreadable."""
+    result = facts(obs(EGFR, 60, "mL/min", 20, rid="egfr-plain"))
     assert "egfr" not in result.values
     assert result.values["egfr_known"] is False
     assert result.values["egfr_last_known"] is False
+    assert result.values["egfr_unreadable"] is False
     [ignored] = result.ignored
     assert ignored.fact == "egfr" and ignored.resource == "Observation/egfr-plain"
-    assert unit in ignored.reason
+    assert "mL/min" in ignored.reason
+
+
+@pytest.mark.parametrize("unit", ["mL/min/m2", "mg/dL"])
+def test_egfr_in_unconvertible_unit_is_unreadable_and_named(facts, unit) -> None:
+    """v3 (pathways.md 1): a unit that cannot be converted = could not be read, never compared raw."""
+    result = facts(obs(EGFR, 60, unit, 20, rid="egfr-odd"))
+    assert "egfr" not in result.values
+    assert result.values["egfr_known"] is False
+    assert result.values["egfr_unreadable"] is True
+    assert result.values["egfr_recorded"] is True
+    bad = result.unreadable["egfr"]
+    assert bad.resource == "Observation/egfr-odd" and unit in bad.reason and unit in bad.raw
+    assert str(bad).startswith("eGFR of ") and "could not be read ('60 " in str(bad)
 
 
 def test_unconvertible_newer_value_falls_back_to_older_valid_one(facts) -> None:
@@ -199,7 +213,9 @@ def test_insulin_in_unconvertible_unit_never_fires_sir_suspected(evaluate) -> No
     payload = bundle(obs(FASTING_INSULIN, 380, "mg", 20, rid="ins-mg"), obs(BMI, 22.5, "kg/m2", 20), pt=patient(40))
     result = evaluate(payload)
     assert result.facts.values["fasting_insulin_known"] is False
-    assert any(i.resource == "Observation/ins-mg" and "mg" in i.reason for i in result.facts.ignored)
+    assert result.facts.values["fasting_insulin_unreadable"] is True
+    assert result.facts.unreadable["fasting_insulin"].resource == "Observation/ins-mg"
+    assert "mg" in result.facts.unreadable["fasting_insulin"].reason
     assert "sir-suspected" not in result.matched
     assert result.cards == []
 

@@ -113,14 +113,21 @@ def _set_threshold(rulesets: Path, value: int) -> None:
     path.write_text(text.replace(marker, f"  metformin_egfr_stop:\n    value: {value}\n"))
 
 
+# the shipped metformin-renal version, and the one a reload test bumps it to (with its changelog line,
+# which the rule schema requires to match the version)
+OLD_VERSION, NEW_VERSION = "1.1.0", "1.2.0"
+
+
 def _bump_version(rulesets: Path) -> None:
     path = rulesets / "rules" / "metformin-renal.yaml"
-    path.write_text(path.read_text().replace("version: 1.0.0", "version: 1.1.0", 1))
+    text = path.read_text().replace(f"version: {OLD_VERSION}", f"version: {NEW_VERSION}", 1)
+    text = text.replace("changelog:\n", f'changelog:\n  - {{version: "{NEW_VERSION}", date: "2026-12-02", change: "threshold 35 (test)"}}\n', 1)
+    path.write_text(text)
 
 
 def test_threshold_change_is_refused_until_its_tests_agree_then_served_without_restart(service: Any, rulesets: Path) -> None:
     client, app = service
-    assert _renal(_patient_view(client)) == ("info", "1.0.0")  # 30 <= 32 < 45
+    assert _renal(_patient_view(client)) == ("info", OLD_VERSION)  # 30 <= 32 < 45
     before = client.get("/admin/rulesets").json()["digest"]
 
     _set_threshold(rulesets, 35)
@@ -130,17 +137,17 @@ def test_threshold_change_is_refused_until_its_tests_agree_then_served_without_r
     body = refused.json()
     assert body["ok"] is False and body["test_failures"], body
     assert any("expected indicator: warning, got indicator: critical" in f for f in body["test_failures"]), body
-    assert _renal(_patient_view(client)) == ("info", "1.0.0")  # the old rules still serve
+    assert _renal(_patient_view(client)) == ("info", OLD_VERSION)  # the old rules still serve
     assert client.get("/admin/rulesets").json()["digest"] == before
 
     (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
     accepted = client.post("/admin/reload")
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["changed"] is True
-    assert _renal(_patient_view(client)) == ("warning", "1.1.0")  # 32 < 35: the new rule, no restart
+    assert _renal(_patient_view(client)) == ("warning", NEW_VERSION)  # 32 < 35: the new rule, no restart
     status = client.get("/admin/rulesets").json()
     assert status["digest"] != before
-    assert {"id": "metformin-renal", "version": "1.1.0", "status": "active"} in status["rules"]
+    assert {"id": "metformin-renal", "version": NEW_VERSION, "status": "active"} in status["rules"]
 
     unchanged = client.post("/admin/reload")
     assert unchanged.status_code == 200 and unchanged.json()["changed"] is False
@@ -153,7 +160,7 @@ def test_broken_yaml_is_refused_with_file_and_line(service: Any, rulesets: Path)
     refused = client.post("/admin/reload")
     assert refused.status_code == 409
     assert any("metformin-renal.yaml:" in issue for issue in refused.json()["issues"]), refused.json()
-    assert _renal(_patient_view(client)) == ("info", "1.0.0")
+    assert _renal(_patient_view(client)) == ("info", OLD_VERSION)
 
 
 def test_audit_records_the_version_that_produced_each_card(service: Any, rulesets: Path) -> None:
@@ -163,7 +170,7 @@ def test_audit_records_the_version_that_produced_each_card(service: Any, ruleset
 
     with app.state.cds.db.connect() as conn:
         rows = conn.execute(text("SELECT rule_id, rule_version FROM cds_card")).all()
-    assert ("metformin-renal", "1.0.0") in [tuple(r) for r in rows]
+    assert ("metformin-renal", OLD_VERSION) in [tuple(r) for r in rows]
 
 
 def test_admin_needs_the_token_when_one_is_configured(rulesets: Path, tmp_path: Path) -> None:
@@ -186,15 +193,15 @@ def test_watcher_serves_a_validated_change_without_an_admin_call(rulesets: Path,
     thread, _app = _serve(rulesets, tmp_path, reload_watch=True, rule_tests_on_start=False)
     try:
         with httpx.Client(base_url=thread.url, timeout=60) as client:
-            assert _renal(_patient_view(client)) == ("info", "1.0.0")
+            assert _renal(_patient_view(client)) == ("info", OLD_VERSION)
             time.sleep(0.5)  # let the watcher start
             (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
             _set_threshold(rulesets, 35)
             _bump_version(rulesets)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and _renal(_patient_view(client)) != ("warning", "1.1.0"):
+            while time.monotonic() < deadline and _renal(_patient_view(client)) != ("warning", NEW_VERSION):
                 time.sleep(0.5)
-            assert _renal(_patient_view(client)) == ("warning", "1.1.0")
+            assert _renal(_patient_view(client)) == ("warning", NEW_VERSION)
     finally:
         thread.__exit__(None, None, None)
 
