@@ -184,6 +184,7 @@ class _Slot:
         self.conn: Connection | None = None
         self.ready = False
         self.busy = False
+        self.busy_since: float | None = None
         self.generation = 0
         self.thread = threading.Thread(target=self._run, name=f"cds-engine-slot-{pool.id}.{index}", daemon=True)
 
@@ -204,11 +205,11 @@ class _Slot:
                     break
                 if not job.future.running() and not job.future.set_running_or_notify_cancel():
                     continue  # the caller gave up while it was queued (a requeued call is running already)
-                self.busy = True
+                self.busy, self.busy_since = True, time.monotonic()
                 try:
                     self._serve(job)
                 finally:
-                    self.busy = False
+                    self.busy, self.busy_since = False, None
         except Exception:  # pragma: no cover - a bug here must not leave the slot silently dead
             log.exception("engine worker slot %s.%d failed", pool.id, self.index)
         finally:
@@ -511,5 +512,6 @@ class WorkerPool:
         return {"kind": "processes", "digest": self.spec.digest, "size": self.size, "ready": self.ready_count(),
                 "pids": self.pids(), "pending": self.pending, "peak_pending": self.peak_pending,
                 "queued": self._jobs.qsize(), "busy": sum(1 for s in self._slots if s.busy),
+                "busy_pids": [s.pid for s in self._slots if s.busy and s.pid is not None],
                 "quarantined_payloads": len(self.quarantine), "timeout_s": self.timeout_s,
                 **self.metrics.snapshot()}
