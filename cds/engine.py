@@ -272,7 +272,7 @@ class Engine:
 
     def evaluate_record(self, record: PatientRecord, *, now: datetime | str | None = None, started: float | None = None) -> Evaluation:
         started = started if started is not None else time.perf_counter()
-        instant = parse_now(now)
+        instant = parse_now(now)  # a datetime is normalised to aware UTC too
         try:
             facts = self.facts_for(record, instant)
         except CDSError:

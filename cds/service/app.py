@@ -29,7 +29,7 @@ from cds.service.config import Settings
 from cds.service.db import make_engine, make_sessionmaker, migrate
 from cds.service.errors import InternalError, ServiceError, Unauthorized, operation_outcome
 from cds.service.fhir import FhirClient
-from cds.service.holder import EngineHolder, ServedRules, prepare_candidate
+from cds.service.holder import EngineHolder, ServedRules, pool_factory, prepare_candidate
 from cds.service.redact import install_log_redaction
 from cds.service.security import JwtVerifier
 from cds.service.state import ServiceState
@@ -94,21 +94,11 @@ def load_rules(settings: Settings) -> tuple[ServedRules, bytes]:
 
 
 def make_pool_factory(settings: Settings) -> Any:
-    """``(ruleset, blob) -> WorkerPool`` with the settings' size, deadlines and one shared quarantine
-    and counters, so that crashes and quarantines survive reloads."""
-    from cds.workers import PoolMetrics, Quarantine, WorkerPool
-    from cds.workers.pool import WorkerSpec
-
-    metrics = PoolMetrics()
-    quarantine = Quarantine(after=settings.quarantine_after, seconds=settings.quarantine_s)
-
-    def make(ruleset: Any, blob: bytes) -> WorkerPool:
-        return WorkerPool(WorkerSpec(blob, ruleset.digest, settings.include_drafts),
-                          size=settings.resolved_engine_workers(), timeout_s=settings.engine_timeout_s,
-                          max_pending=settings.max_pending_evaluations, quarantine=quarantine, metrics=metrics,
-                          start_timeout_s=settings.engine_start_timeout_s)
-
-    return make
+    """``(ruleset, blob) -> WorkerPool`` with the settings' size, deadlines, bound and quarantine."""
+    return pool_factory(size=settings.resolved_engine_workers(), timeout_s=settings.engine_timeout_s,
+                        max_pending=settings.max_pending_evaluations, include_drafts=settings.include_drafts,
+                        start_timeout_s=settings.engine_start_timeout_s, quarantine_after=settings.quarantine_after,
+                        quarantine_s=settings.quarantine_s)
 
 
 def create_app(settings: Settings | None = None, *, engine: Any | None = None, evaluator: Any | None = None,

@@ -12,8 +12,9 @@ Safe reload (issue 5), now without risk to the service process (issue 9):
    that crashes durable_rules kills only that child: the reload is refused with the reason.
 2. **New workers, warm, before the swap.** On success a new :class:`cds.workers.WorkerPool` compiles
    exactly that RuleSet; only when all its workers are ready is it swapped in. The old pool is then
-   retired gracefully (its queued and running calls finish on the old rules) and its workers stop.
-   Capacity never drops during a reload (old and new workers overlap briefly).
+   retired gracefully once no request holds the old snapshot (its queued and running calls finish on
+   the old rules) and its workers stop. Capacity never drops during a reload (old and new workers
+   overlap briefly) - a stronger guarantee than replacing workers one at a time.
 3. **On failure nothing changes**: the old pool keeps serving, the result says why (HTTP 409).
 
 The watcher (:class:`RulesetWatcher`) calls the same :meth:`EngineHolder.reload` when files change.
@@ -26,6 +27,7 @@ import multiprocessing
 import pickle
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -35,7 +37,7 @@ from typing import Any
 from cds.authoring.reload import ReloadResult
 from cds.service.catalog import ServiceDefinition, build_catalog
 
-__all__ = ["EngineHolder", "LoadedEngine", "RulesetWatcher", "ServedRules", "prepare_candidate"]
+__all__ = ["EngineHolder", "LoadedEngine", "RulesetWatcher", "ServedRules", "pool_factory", "prepare_candidate"]
 
 log = logging.getLogger("cds.service.reload")
 
@@ -78,6 +80,32 @@ class LoadedEngine:
     def engine(self) -> Any:
         """Kept for callers of the previous shape: the rules (digest, rules, include_drafts)."""
         return self.rules
+
+    def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
+        """Evaluate one request on these rules' workers and wait: an :class:`cds.engine.EvaluationSummary`.
+
+        For tools and tests holding a snapshot; the service awaits ``evaluator.evaluate`` instead.
+        """
+        return self.evaluator.evaluate_sync(payload, hook, now)
+
+
+def pool_factory(*, size: int | None = None, timeout_s: float = 10.0, max_pending: int = 64,
+                 include_drafts: bool = False, start_timeout_s: float = 120.0, quarantine_after: int = 2,
+                 quarantine_s: float = 600.0) -> Callable[[Any, bytes], Any]:
+    """``(ruleset, blob) -> WorkerPool`` (not started) sharing one quarantine and one set of counters,
+    so that crash counts and quarantined payloads survive reloads."""
+    from cds.workers import PoolMetrics, Quarantine, WorkerPool
+    from cds.workers.pool import WorkerSpec
+
+    metrics = PoolMetrics()
+    quarantine = Quarantine(after=quarantine_after, seconds=quarantine_s)
+
+    def make(ruleset: Any, blob: bytes) -> Any:
+        return WorkerPool(WorkerSpec(blob, ruleset.digest, include_drafts), size=size, timeout_s=timeout_s,
+                          max_pending=max_pending, quarantine=quarantine, metrics=metrics,
+                          start_timeout_s=start_timeout_s)
+
+    return make
 
 
 def _candidate_child(conn: Connection, directory: str, include_drafts: bool, run_rule_tests: bool,
@@ -159,6 +187,29 @@ class EngineHolder:
         self.check_timeout_s = check_timeout_s
         self.last_result: ReloadResult | None = None
 
+    @classmethod
+    def load(cls, directory: Path | None = None, *, include_drafts: bool = False, run_rule_tests: bool = True,
+             workers: int | None = 1, timeout_s: float = 10.0) -> EngineHolder:
+        """Check ``directory`` in a throwaway process and start its workers (tools and tests; the
+        service builds its holder from its settings in :func:`cds.service.app.create_app`).
+
+        Raises :class:`cds._exceptions.RulesetError` with every reason when the rules cannot be served.
+        """
+        from cds._exceptions import RulesetError
+        from cds.rules.loader import default_rulesets_dir
+
+        target = Path(directory or default_rulesets_dir())
+        result, blob = prepare_candidate(target, include_drafts=include_drafts, run_rule_tests=run_rule_tests)
+        if not result.ok or blob is None:
+            raise RulesetError(f"rulesets in {target} cannot be served", result.issues + result.test_failures)
+        make = pool_factory(size=workers, timeout_s=timeout_s, include_drafts=include_drafts)
+        ruleset = pickle.loads(blob)
+        evaluator = make(ruleset, blob).start()
+        holder = cls(cls.loaded(ServedRules(ruleset, include_drafts), evaluator), directory=target,
+                     make_evaluator=make, include_drafts=include_drafts, run_rule_tests=run_rule_tests)
+        holder.last_result = result
+        return holder
+
     @staticmethod
     def loaded(rules: Any, evaluator: Any) -> LoadedEngine:
         return LoadedEngine(rules=rules, evaluator=evaluator, catalog=build_catalog(rules))
@@ -171,11 +222,16 @@ class EngineHolder:
         return self._current.digest
 
     def swap(self, loaded: LoadedEngine) -> LoadedEngine:
-        """Install ``loaded`` (its evaluator started and ready); retire the previous evaluator gracefully."""
+        """Install ``loaded`` (its evaluator started and ready); the previous one retires when unused.
+
+        The previous evaluator is retired (gracefully: its queued and running calls finish) as soon as
+        the last reference to the previous snapshot is dropped, i.e. when the last request that took
+        it has ended. Retiring at once would refuse calls that took the snapshot just before the swap.
+        """
         with self._lock:
             previous, self._current = self._current, loaded
         if previous.evaluator is not loaded.evaluator:
-            previous.evaluator.retire()
+            weakref.finalize(previous, previous.evaluator.retire)
         return previous
 
     def reload(self, directory: Path | None = None) -> ReloadResult:

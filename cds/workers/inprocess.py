@@ -38,11 +38,13 @@ class InProcessEvaluator:
     def wait_ready(self, count: int | None = None, timeout: float | None = None) -> bool:
         return True
 
-    def _run(self, payload: dict[str, Any], hook: str | None) -> Any:
+    def _run(self, payload: dict[str, Any], hook: str | None, now: str | None) -> Any:
         body = {k: v for k, v in payload.items() if k != "fhirAuthorization"}
-        return self.engine.evaluate(body, hook=hook).summary()
+        if now is None:
+            return self.engine.evaluate(body, hook=hook).summary()
+        return self.engine.evaluate(body, hook=hook, now=now).summary()
 
-    def submit(self, payload: dict[str, Any], hook: str | None = None) -> Future[Any]:
+    def submit(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Future[Any]:
         with self._lock:
             if self._closing:
                 raise PoolClosed("this evaluator was retired")
@@ -50,7 +52,7 @@ class InProcessEvaluator:
                 raise PoolBusy("too many evaluations queued; retry shortly")
             self.pending += 1
             self.peak_pending = max(self.peak_pending, self.pending)
-        future = self._executor.submit(self._run, payload, hook)
+        future = self._executor.submit(self._run, payload, hook, now)
         future.add_done_callback(self._release)  # when the work really ends, not when a caller gives up
         return future
 
@@ -58,11 +60,11 @@ class InProcessEvaluator:
         with self._lock:
             self.pending -= 1
 
-    def evaluate_sync(self, payload: dict[str, Any], hook: str | None = None) -> Any:
-        return self.submit(payload, hook).result()
+    def evaluate_sync(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
+        return self.submit(payload, hook, now).result()
 
-    async def evaluate(self, payload: dict[str, Any], hook: str | None = None) -> Any:
-        return await asyncio.wrap_future(self.submit(payload, hook))
+    async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
+        return await asyncio.wrap_future(self.submit(payload, hook, now))
 
     def stats(self) -> dict[str, Any]:
         return {"kind": "in-process", "digest": self.digest, "size": 1, "ready": 1, "pids": [],

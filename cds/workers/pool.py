@@ -68,10 +68,13 @@ def default_worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def encode_request(payload: dict[str, Any], hook: str | None) -> tuple[bytes, str]:
-    """(message for a worker, content hash for the quarantine). Per-call identifiers are left out."""
+def encode_request(payload: dict[str, Any], hook: str | None, now: str | None = None) -> tuple[bytes, str]:
+    """(message for a worker, content hash for the quarantine). Per-call identifiers are left out.
+
+    ``now`` (ISO 8601) fixes the evaluation instant (rule tests, tools); the service leaves it None.
+    """
     body = {k: v for k, v in payload.items() if k not in ("hookInstance", "fhirAuthorization")}
-    message = pickle.dumps((hook, body), protocol=pickle.HIGHEST_PROTOCOL)
+    message = pickle.dumps((hook, body, now), protocol=pickle.HIGHEST_PROTOCOL)
     return message, hashlib.blake2b(message, digest_size=16).hexdigest()
 
 
@@ -495,16 +498,16 @@ class WorkerPool:
         with self._lock:
             self.pending -= 1
 
-    def submit(self, payload: dict[str, Any], hook: str | None = None) -> Future[Any]:
-        return self.submit_encoded(*encode_request(payload, hook))
+    def submit(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Future[Any]:
+        return self.submit_encoded(*encode_request(payload, hook, now))
 
-    def evaluate_sync(self, payload: dict[str, Any], hook: str | None = None) -> Any:
+    def evaluate_sync(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
         """Evaluate and wait (tests, scripts): the EvaluationSummary or the call's error."""
-        return self.submit(payload, hook).result()
+        return self.submit(payload, hook, now).result()
 
-    async def evaluate(self, payload: dict[str, Any], hook: str | None = None) -> Any:
+    async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
         """Evaluate on a worker without blocking the event loop (the request is pickled off-loop)."""
-        message, key = await asyncio.to_thread(encode_request, payload, hook)
+        message, key = await asyncio.to_thread(encode_request, payload, hook, now)
         return await asyncio.wrap_future(self.submit_encoded(message, key))
 
     def stats(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Protocol on the worker's own pipe (``multiprocessing.connection.Connection``):
    ``("failed", reason)``. The RuleSet comes from the service rather than from the folder so that a
    restarted worker always compiles exactly what the service validated, whatever an editor has done
    to the files since, and starts in about a second (no YAML parsing, no validation).
-2. Then, forever: receive ``pickle((hook, payload))`` bytes, evaluate, send one reply:
+2. Then, forever: receive ``pickle((hook, payload, now))`` bytes, evaluate, send one reply:
    ``("ok", EvaluationSummary)``, ``("input", class_name, message, field, resource)`` for the caller's
    errors (HTTP 400), or ``("engine", message)`` for engine failures. End of file on the pipe (the
    service closed it or died) ends the worker.
@@ -62,9 +62,9 @@ def worker_main(conn: Connection, index: int) -> None:
             return
         reply: tuple[Any, ...]
         try:
-            hook, payload = pickle.loads(message)
+            hook, payload, now = pickle.loads(message)
             faults.apply(payload)
-            reply = ("ok", engine.evaluate(payload, hook=hook).summary())
+            reply = ("ok", engine.evaluate(payload, hook=hook, now=now).summary())
         except InputError as exc:
             reply = ("input", type(exc).__name__, exc.message, exc.field, getattr(exc, "resource", None))
         except Exception as exc:  # noqa: BLE001 - the service logs it; the caller gets a bare 500
