@@ -65,7 +65,7 @@ def _quiet_host() -> Any:
     if _QUIET_HOST is None:
         from durable import engine as durable_engine
 
-        class _QuietHost(durable_engine.Host):  # type: ignore[misc, name-defined]
+        class _QuietHost(durable_engine.Host):
             def _run(self) -> None:  # overriding the thread starter on purpose
                 return None
 

@@ -386,7 +386,7 @@ class WorkerPool:
         self.quarantine = quarantine or Quarantine()
         self.metrics = metrics or PoolMetrics()
         self.start_timeout_s = start_timeout_s
-        self._ctx = multiprocessing.get_context(context)
+        self._ctx: Any = multiprocessing.get_context(context)  # spawn or forkserver: both have Process
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
         self._ready_cond = threading.Condition()

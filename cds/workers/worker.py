@@ -48,8 +48,9 @@ def worker_main(conn: Connection, index: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - every start failure is reported to the pool
         try:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-        finally:
-            return
+        except OSError:
+            pass  # the pool is gone or gave up waiting: nobody to tell
+        return
     from cds._exceptions import InputError
     from cds.workers.faults import Faults
 
