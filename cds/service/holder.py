@@ -114,8 +114,11 @@ def _candidate_child(conn: Connection, directory: str, include_drafts: bool, run
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from cds.authoring.reload import prepare_engine
 
+    from cds.workers.faults import crash_check_if_asked
+
     engine, result = prepare_engine(Path(directory), include_drafts=include_drafts, run_rule_tests=run_rule_tests,
                                     previous_digest=previous_digest)
+    crash_check_if_asked()  # test-only fault hook, off unless its variable is set
     blob = pickle.dumps(engine.ruleset, protocol=pickle.HIGHEST_PROTOCOL) if engine is not None else None
     conn.send((result, blob))
     conn.close()

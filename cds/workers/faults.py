@@ -9,6 +9,8 @@ service when it is spawned); none is ever set in production, and nothing else re
 * ``CDS_FAULT_INJECT_HANG_PATIENT=<id>``: the worker sleeps for an hour (a hang) on that patient.
 * ``CDS_FAULT_INJECT_SLOW_PATIENT=<id>`` with ``CDS_FAULT_INJECT_SLOW_S`` (default 0.3): the worker
   sleeps that long before evaluating (to make calls overlap in tests).
+* ``CDS_FAULT_INJECT_CRASH_CHECK=1``: the throwaway process that checks a candidate ruleset (start-up,
+  reload) sends itself SIGSEGV before answering, as a candidate crashing durable_rules would.
 
 Supervision is also tested with real external signals (``os.kill(worker_pid, SIGKILL)``), which need
 no hook at all.
@@ -22,7 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Faults", "patient_of"]
+__all__ = ["Faults", "crash_check_if_asked", "patient_of"]
+
+
+def crash_check_if_asked() -> None:
+    """In the ruleset-check process: SIGSEGV if ``CDS_FAULT_INJECT_CRASH_CHECK`` is set (tests only)."""
+    if os.environ.get("CDS_FAULT_INJECT_CRASH_CHECK"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(5)
 
 
 def patient_of(payload: Any) -> str | None:

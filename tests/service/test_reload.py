@@ -272,3 +272,38 @@ def test_in_flight_calls_finish_on_the_old_rules_during_a_reload(rulesets: Path,
             assert _renal(_patient_view(client)) == ("warning", "1.1.0")
     finally:
         thread.__exit__(None, None, None)
+
+
+def test_a_candidate_that_crashes_the_check_process_changes_nothing(service: Any, rulesets: Path, monkeypatch) -> None:
+    """The candidate is compiled and tested in a throwaway process: its crash refuses the reload, nothing else."""
+    client, app = service
+    pool = app.state.cds.holder.current().evaluator
+    assert pool.wait_ready(timeout=120)
+    pids = set(pool.pids())
+    (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
+    _set_threshold(rulesets, 35)
+    monkeypatch.setenv("CDS_FAULT_INJECT_CRASH_CHECK", "1")  # TEST-ONLY hook: the check process SIGSEGVs
+    refused = client.post("/admin/reload")
+    assert refused.status_code == 409, refused.text
+    assert any("died (signal SIGSEGV)" in issue for issue in refused.json()["issues"]), refused.json()
+    assert app.state.cds.holder.current().evaluator is pool and set(pool.pids()) == pids
+    assert _renal(_patient_view(client)) == ("info", "1.0.0")  # the service answers, old rules
+    monkeypatch.delenv("CDS_FAULT_INJECT_CRASH_CHECK")
+    assert client.post("/admin/reload").status_code == 200  # the same candidate, checked normally
+
+
+def test_discovery_answers_before_the_workers_are_ready(rulesets: Path, tmp_path: Path) -> None:
+    """Start-up does not wait for the engine workers: they start in parallel, calls queue until one is ready."""
+    import httpx
+
+    thread, app = _serve(rulesets, tmp_path, rule_tests_on_start=False, engine_workers=2)
+    try:
+        pool = app.state.cds.holder.current().evaluator
+        discovery = httpx.get(f"{thread.url}/cds-services", timeout=10)
+        ready_then = pool.ready_count()
+        assert discovery.status_code == 200 and ready_then < 2, ready_then
+        with httpx.Client(base_url=thread.url, timeout=120) as client:
+            assert _renal(_patient_view(client)) == ("info", "1.0.0")  # waits for a worker, then answers
+        assert pool.wait_ready(timeout=120)
+    finally:
+        thread.__exit__(None, None, None)
