@@ -122,7 +122,7 @@ async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, a
         loaded = state.holder.current()
         audit.ruleset_digest = loaded.digest
         try:
-            return await loaded.evaluator.evaluate(payload, hook)
+            return await loaded.evaluator.evaluate(payload, hook, label=audit.hook_instance)
         except PoolClosed:
             continue
         except PoolBusy:

@@ -44,7 +44,8 @@ class InProcessEvaluator:
             return self.engine.evaluate(body, hook=hook).summary()
         return self.engine.evaluate(body, hook=hook, now=now).summary()
 
-    def submit(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Future[Any]:
+    def submit(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None,
+               label: str | None = None) -> Future[Any]:
         with self._lock:
             if self._closing:
                 raise PoolClosed("this evaluator was retired")
@@ -63,7 +64,8 @@ class InProcessEvaluator:
     def evaluate_sync(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
         return self.submit(payload, hook, now).result()
 
-    async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
+    async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None,
+                       label: str | None = None) -> Any:
         return await asyncio.wrap_future(self.submit(payload, hook, now))
 
     def stats(self) -> dict[str, Any]:

@@ -169,6 +169,7 @@ class _Job:
     message: bytes
     key: str
     future: Future[Any]
+    label: str | None = None  # the caller's name for the call (the service: its hookInstance), for logs
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None
 
@@ -188,12 +189,19 @@ class _Slot:
         self.ready = False
         self.busy = False
         self.busy_since: float | None = None
+        self.current_label: str | None = None
         self.generation = 0
         self.thread = threading.Thread(target=self._run, name=f"cds-engine-slot-{pool.id}.{index}", daemon=True)
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.ready else None
+        process = self.process  # read once: the slot thread may replace it meanwhile
+        return process.pid if process is not None and self.ready else None
+
+    def alive(self) -> bool:
+        """Compiled and running (read from any thread)."""
+        process = self.process
+        return self.ready and process is not None and process.is_alive()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -208,11 +216,11 @@ class _Slot:
                     break
                 if not job.future.running() and not job.future.set_running_or_notify_cancel():
                     continue  # the caller gave up while it was queued (a requeued call is running already)
-                self.busy, self.busy_since = True, time.monotonic()
+                self.busy, self.busy_since, self.current_label = True, time.monotonic(), job.label
                 try:
                     self._serve(job)
                 finally:
-                    self.busy, self.busy_since = False, None
+                    self.busy, self.busy_since, self.current_label = False, None, None
         except Exception:  # pragma: no cover - a bug here must not leave the slot silently dead
             log.exception("engine worker slot %s.%d failed", pool.id, self.index)
         finally:
@@ -334,18 +342,18 @@ class _Slot:
             pool.metrics.inc("timeouts")
             error: type[WorkerFailure] = WorkerTimeout
             message = f"the engine did not answer within {pool.timeout_s:g} s"
-            log.error("engine worker %s.%d (pid %s) exceeded the %g s deadline on payload %s: killed, replacing it",
-                      pool.id, self.index, pid, pool.timeout_s, job.key[:12])
+            log.error("engine worker %s.%d (pid %s) exceeded the %g s deadline on call %s (payload %s): killed, "
+                      "replacing it", pool.id, self.index, pid, pool.timeout_s, job.label, job.key[-12:])
         else:
             pid = process.pid
             code = self._reap()
             pool.metrics.inc("crashes")
             error = WorkerCrashed
             message = f"the engine worker died ({_describe_exit(code)})"
-            log.error("engine worker %s.%d (pid %s) died (%s) on payload %s: replacing it", pool.id, self.index,
-                      pid, _describe_exit(code), job.key[:12])
+            log.error("engine worker %s.%d (pid %s) died (%s) on call %s (payload %s): replacing it", pool.id,
+                      self.index, pid, _describe_exit(code), job.label, job.key[-12:])
         if pool.quarantine.record(job.key, error):
-            log.error("payload %s took down %d engine workers: quarantined for %g s", job.key[:12],
+            log.error("payload %s took down %d engine workers: quarantined for %g s", job.key[-12:],
                       pool.quarantine.after, pool.quarantine.seconds)
         job.future.set_exception(error(message))
 
@@ -417,7 +425,7 @@ class WorkerPool:
             self._ready_cond.notify_all()
 
     def ready_count(self) -> int:
-        return sum(1 for s in self._slots if s.ready and s.process is not None and s.process.is_alive())
+        return sum(1 for s in self._slots if s.alive())
 
     def wait_ready(self, count: int | None = None, timeout: float | None = None) -> bool:
         """Block until ``count`` (default: all) workers are compiled and alive; False on timeout."""
@@ -445,7 +453,7 @@ class WorkerPool:
             self._stopping.set()
             for slot in self._slots:  # wake slots blocked on a call
                 process = slot.process
-                if process is not None and process.is_alive():
+                if process is not None and process.exitcode is None:
                     process.kill()
             self._fail_queued()
         for _ in self._slots:
@@ -472,13 +480,16 @@ class WorkerPool:
         return thread
 
     # -- calls ---------------------------------------------------------------------------------
-    def submit_encoded(self, message: bytes, key: str) -> Future[Any]:
-        """Queue one encoded request (see :func:`encode_request`); a Future of an EvaluationSummary."""
+    def submit_encoded(self, message: bytes, key: str, label: str | None = None) -> Future[Any]:
+        """Queue one encoded request (see :func:`encode_request`); a Future of an EvaluationSummary.
+
+        ``label`` names the call in logs and in :meth:`pid_serving` (the service passes its hookInstance).
+        """
         key = f"{self.spec.digest}:{key}"
         quarantined = self.quarantine.check(key)
         if quarantined is not None:
             self.metrics.inc("quarantined_calls")
-            log.warning("payload %s is quarantined: answered without an engine worker", key[:30])
+            log.warning("call %s: payload %s is quarantined, answered without an engine worker", label, key[-12:])
             raise quarantined("this request took down engine workers repeatedly and is quarantined",
                               quarantined=True)
         with self._lock:
@@ -491,24 +502,33 @@ class WorkerPool:
         self.metrics.inc("calls")
         future: Future[Any] = Future()
         future.add_done_callback(self._release)
-        self._jobs.put(_Job(message, key, future))
+        self._jobs.put(_Job(message, key, future, label))
         return future
 
     def _release(self, _future: Future[Any]) -> None:
         with self._lock:
             self.pending -= 1
 
-    def submit(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Future[Any]:
-        return self.submit_encoded(*encode_request(payload, hook, now))
+    def submit(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None,
+               label: str | None = None) -> Future[Any]:
+        return self.submit_encoded(*encode_request(payload, hook, now), label=label)
 
     def evaluate_sync(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
         """Evaluate and wait (tests, scripts): the EvaluationSummary or the call's error."""
         return self.submit(payload, hook, now).result()
 
-    async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None) -> Any:
+    async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None,
+                       label: str | None = None) -> Any:
         """Evaluate on a worker without blocking the event loop (the request is pickled off-loop)."""
         message, key = await asyncio.to_thread(encode_request, payload, hook, now)
-        return await asyncio.wrap_future(self.submit_encoded(message, key))
+        return await asyncio.wrap_future(self.submit_encoded(message, key, label=label))
+
+    def pid_serving(self, label: str) -> int | None:
+        """The pid of the worker evaluating the call named ``label`` right now, if any."""
+        for slot in self._slots:
+            if slot.busy and slot.current_label == label:
+                return slot.pid
+        return None
 
     def stats(self) -> dict[str, Any]:
         """For status pages and metrics: size, ready workers, their pids, pending calls, counters."""

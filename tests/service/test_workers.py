@@ -93,8 +93,8 @@ def test_a_worker_killed_mid_call_fails_only_that_call_and_is_replaced(start_ser
         clients = [threads.submit(client, n) for n in range(3)]
         time.sleep(0.5)  # load is running on both workers
         victim = threads.submit(lambda: httpx.post(f"{service.url}{SERVICE}", json=victim_body, timeout=60))
-        _wait(lambda: pool.stats()["busy_pids"] and any(_is_slow_call(pool)), 30, "the victim call on a worker")
-        target = _slow_pid(pool)
+        _wait(lambda: pool.pid_serving(victim_body["hookInstance"]) is not None, 30, "the victim call on a worker")
+        target = pool.pid_serving(victim_body["hookInstance"])
         os.kill(target, signum)
         killed_at = time.monotonic()
         response = victim.result(timeout=60)
@@ -118,18 +118,6 @@ def test_a_worker_killed_mid_call_fails_only_that_call_and_is_replaced(start_ser
     assert after["crashes"] >= 1 and after["restarts"] >= 1
     assert len(set(pool.pids()) - before) == 1  # exactly the killed worker was replaced
     assert time.monotonic() - killed_at < 60 and back_in <= 5.0
-
-
-def _is_slow_call(pool: Any) -> list[bool]:
-    return [True] if _slow_pid(pool) is not None else []
-
-
-def _slow_pid(pool: Any) -> int | None:
-    """The pid of the worker holding the victim call: the one busy for more than 0.3 s."""
-    for slot in pool._slots:
-        if slot.busy and slot.pid is not None and slot.busy_since and time.monotonic() - slot.busy_since > 0.3:
-            return slot.pid
-    return None
 
 
 def test_an_idle_worker_killed_is_replaced_within_5_s(start_service):
@@ -227,3 +215,21 @@ def test_the_pool_gives_the_in_process_cards_on_every_synthea_bundle(engine):
         assert pool.stats()["crashes"] == 0 and pool.stats()["calls"] == len(requests)
     finally:
         pool.close()
+
+
+def test_quarantine_counts_losses_per_payload_and_expires():
+    from cds.workers import Quarantine, WorkerCrashed, WorkerTimeout
+
+    now = [1000.0]
+    quarantine = Quarantine(after=2, seconds=60, clock=lambda: now[0])
+    assert quarantine.record("a", WorkerCrashed) is False and quarantine.check("a") is None
+    assert quarantine.record("b", WorkerTimeout) is False  # another payload does not add up with "a"
+    now[0] += 30
+    assert quarantine.record("a", WorkerCrashed) is True
+    assert quarantine.check("a") is WorkerCrashed and quarantine.check("b") is None and len(quarantine) == 1
+    now[0] += 61
+    assert quarantine.check("a") is None and len(quarantine) == 0  # served again after the quarantine
+    now[0] += 100
+    quarantine.record("c", WorkerTimeout)
+    now[0] += 61  # losses further apart than the window do not add up
+    assert quarantine.record("c", WorkerTimeout) is False
