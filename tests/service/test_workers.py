@@ -233,3 +233,36 @@ def test_quarantine_counts_losses_per_payload_and_expires():
     quarantine.record("c", WorkerTimeout)
     now[0] += 61  # losses further apart than the window do not add up
     assert quarantine.record("c", WorkerTimeout) is False
+
+
+def test_durable_rules_never_loads_in_the_service_process(tmp_path):
+    """Start-up checks, a real call and a reload: durable_rules runs in child processes only."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from cds.service.app import create_app
+        from cds.service.config import Settings
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from svc_support import full_prefetch, hook_request, patient_resources
+
+        app = create_app(Settings(data_dir={str(tmp_path)!r}, engine_workers=1, rule_tests_on_start=True,
+                                  admin_token="adm"))
+        with TestClient(app) as client:
+            service = client.get("/cds-services").json()["services"][0]
+            body = hook_request(service["hook"], "pid-1",
+                                prefetch=full_prefetch(service["prefetch"], patient_resources("pid-1")))
+            answer = client.post("/cds-services/" + service["id"], json=body)
+            assert answer.status_code == 200, answer.text
+            reload = client.post("/admin/reload", headers={{"Authorization": "Bearer adm"}})
+            assert reload.status_code == 200, reload.text
+        loaded = sorted(name for name in sys.modules if name.split(".")[0] == "durable")
+        print("DURABLE", loaded)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DURABLE []" in done.stdout, done.stdout
