@@ -266,3 +266,23 @@ def test_durable_rules_never_loads_in_the_service_process(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "DURABLE []" in done.stdout, done.stdout
+
+
+def test_the_pool_bounds_pending_calls_with_503(start_service, monkeypatch):
+    monkeypatch.setenv("CDS_FAULT_INJECT_SLOW_PATIENT", "busy")
+    monkeypatch.setenv("CDS_FAULT_INJECT_SLOW_S", "1.5")
+    service = start_service(engine_workers=1, max_pending_evaluations=1)
+    pool = _pool(service)
+    assert pool.wait_ready(timeout=120)
+    body = _body(service, "busy")
+
+    def post(_n: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            return http.post(SERVICE, json={**body, "hookInstance": str(__import__("uuid").uuid4())})
+
+    with ThreadPoolExecutor(3) as threads:
+        responses = list(threads.map(post, range(3)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and 503 in statuses, statuses
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and busy.json()["issue"][0]["code"] == "transient"
