@@ -13,6 +13,13 @@ module is the only place that touches it, and it is built around those measureme
   ``state["exception"]`` in durable_rules; we raise it as :class:`EngineError`.
 * **Rulesets cannot be re-registered**, so each compiled ruleset gets its own ``Host`` and a unique
   name (content digest + counter): a reload builds a new one while in-flight requests finish on the old.
+* **Imported only where it runs.** ``durable`` is imported lazily (by :class:`CompiledRules`), so
+  importing this module costs nothing and the HTTP service process, which evaluates in worker
+  processes (:mod:`cds.workers`), never loads the C extension at all.
+
+:meth:`Engine.evaluate` returns the full :class:`Evaluation` (facts, matches, cards) for the CLI and
+the authoring tools; :meth:`Evaluation.summary` is the small, picklable part a worker process sends
+back to the service (:class:`EvaluationSummary`).
 """
 
 from __future__ import annotations
@@ -26,8 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from durable import engine as durable_engine
 
 from cds._exceptions import CDSError, EngineError, RulesetError
 from cds.cards.models import Card, CdsResponse
@@ -44,7 +49,7 @@ from cds.rules.conditions import definition_fact
 from cds.rules.loader import LoadedRule, RuleSet, load_ruleset
 from cds.rules.schema import INDICATOR_RANK
 
-__all__ = ["Engine", "Evaluation", "ENGINE_LOCK"]
+__all__ = ["ENGINE_LOCK", "CompiledRules", "Engine", "Evaluation", "EvaluationSummary", "Match", "active_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,27 @@ ENGINE_LOCK = threading.RLock()
 _NAMES = itertools.count(1)
 
 
-class _QuietHost(durable_engine.Host):
-    """A durable_rules Host that never starts its background dispatch/timer threads."""
+_QUIET_HOST: Any = None
 
-    def _run(self) -> None:  # noqa: D401 - overriding the thread starter on purpose
-        return None
+
+def _quiet_host() -> Any:
+    """A durable_rules Host that never starts its background dispatch/timer threads (class built lazily)."""
+    global _QUIET_HOST
+    if _QUIET_HOST is None:
+        from durable import engine as durable_engine
+
+        class _QuietHost(durable_engine.Host):
+            def _run(self) -> None:  # overriding the thread starter on purpose
+                return None
+
+        _QUIET_HOST = _QuietHost
+    return _QUIET_HOST()
+
+
+def active_rules(ruleset: RuleSet, include_drafts: bool = False) -> list[LoadedRule]:
+    """The rules that run: active ones, plus drafts only when asked for (never by default)."""
+    return [r for r in ruleset.rules
+            if r.spec.status == "active" or (include_drafts and r.spec.status == "draft")]
 
 
 @dataclass
@@ -76,15 +97,35 @@ class Evaluation:
     def cards(self) -> list[Card]:
         return self.response.cards
 
+    def summary(self) -> EvaluationSummary:
+        """What the HTTP service needs (cards JSON, versions, notes): small and picklable."""
+        return EvaluationSummary(response=self.response.to_json(), ruleset_digest=self.ruleset_digest,
+                                 rule_versions=dict(self.rule_versions),
+                                 notes=list(getattr(self.facts, "notes", []) or []),
+                                 timings_ms=dict(self.timings_ms))
+
+
+@dataclass
+class EvaluationSummary:
+    """The part of an :class:`Evaluation` that crosses a process boundary: the response JSON and audit data.
+
+    A worker process returns this instead of the Evaluation because facts and pydantic cards are
+    large to pickle, and the service only needs the JSON it answers with and what it audits.
+    """
+
+    response: dict[str, Any]
+    ruleset_digest: str
+    rule_versions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
 
 class CompiledRules:
     """One RuleSet registered in its own durable_rules Host: definition layers, then the rules."""
 
     def __init__(self, ruleset: RuleSet, *, include_drafts: bool = False) -> None:
         self.ruleset = ruleset
-        self.rules: list[LoadedRule] = [
-            r for r in ruleset.rules if r.spec.status == "active" or (include_drafts and r.spec.status == "draft")
-        ]
+        self.rules: list[LoadedRule] = active_rules(ruleset, include_drafts)
         self.name = f"sir_{ruleset.digest}_{next(_NAMES)}"
         # (sid, what fired): ("def", name) | ("card", rule_id, index) | ("suggestion", rule_id, index, n)
         self._fired: list[tuple[str, tuple[Any, ...]]] = []
@@ -100,7 +141,7 @@ class CompiledRules:
         except ValueError as exc:
             raise RulesetError(f"rules cannot be compiled for durable_rules: {exc}") from exc
         with ENGINE_LOCK:
-            self.host = _QuietHost()
+            self.host = _quiet_host()
             self.host.set_rulesets(rulesets)
 
     def _definition_action(self, name: str) -> Any:

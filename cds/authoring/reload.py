@@ -5,23 +5,23 @@ Design, and why:
 * **Build a new Engine, then swap a reference.** durable_rules cannot re-register a ruleset name, so
   nothing is reloaded in place: :class:`cds.engine.Engine` compiles each RuleSet into its own Host
   under a unique name. The candidate is built and tested off to the side; only then is one attribute
-  assigned (atomic under the GIL). A request that already called :meth:`EngineHolder.current` keeps
-  its Engine to the end, so in-flight requests finish on the old rules.
+  assigned (atomic under the GIL). A request that already took the current rules keeps them to the
+  end, so in-flight requests finish on the old rules.
 * **Bad change, old rules.** If loading, validation, compilation or any rule test fails, nothing is
   swapped; the :class:`ReloadResult` says why (every issue and failed case) and the old engine serves.
 * **One reload at a time.** Reloads are serialised by a lock; readers never take it.
 * **Same digest, no work.** The content digest of the folder identifies a ruleset (audit trail,
   reload results); an unchanged folder is reported as such and not recompiled.
 
-The service's own holder (``cds.service.holder``) can adopt this through :func:`safe_reload`, which
-takes any ``swap(engine)`` callable; :class:`EngineHolder` is the self-contained version the CLI,
-tests and a file watcher use.
+This module is the check itself (:func:`prepare_engine`: load, validate, compile, run the rule tests)
+and :func:`safe_reload` for any in-process ``swap(engine)`` callable. The one holder of the live
+rules, the reload pipeline and the watcher live with the service (:mod:`cds.service.holder`), which
+runs :func:`prepare_engine` in a throwaway process and the rules in supervised worker processes.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +31,9 @@ from typing import Any
 from cds._exceptions import CDSError, RulesetError
 from cds.authoring.gate import validate_ruleset
 from cds.engine import Engine
-from cds.rules.loader import default_rulesets_dir, load_ruleset
+from cds.rules.loader import load_ruleset
 
-__all__ = ["EngineHolder", "ReloadResult", "RulesetWatcher", "prepare_engine", "safe_reload"]
+__all__ = ["ReloadResult", "prepare_engine", "safe_reload"]
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +79,19 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
         ruleset = load_ruleset(directory, strict=False)
     except RulesetError as exc:
         return None, result(False, None, issues=[str(exc)])
-    validate_ruleset(ruleset)  # loading checks the schema only (h9-structure: see cds.authoring.gate)
-    warnings = [str(i) for i in ruleset.issues if i.severity != "error"]
-    if ruleset.errors:
-        return None, result(False, ruleset.digest, issues=[str(i) for i in ruleset.errors], warnings=warnings)
     if previous_digest is not None and ruleset.digest == previous_digest:
-        return None, result(True, ruleset.digest, warnings=warnings)
+        return None, result(True, ruleset.digest)
+    from cds.authoring.gate import gate_ruleset
+
+    gate = gate_ruleset(ruleset, run_rule_tests=run_rule_tests)  # validation + rule tests, cached by digest
+    if not gate.ok:
+        return None, result(False, ruleset.digest, issues=gate.issues, test_failures=gate.test_failures,
+                            warnings=gate.warnings)
+    warnings = gate.warnings
     try:
-        # drafts run in the tests too (their tests must pass before they may ever be enabled)
-        has_drafts = any(rule.spec.status == "draft" for rule in ruleset.rules)
-        tested = Engine(ruleset, include_drafts=include_drafts or has_drafts)
+        tested = gate.engine if gate.engine is not None else Engine(ruleset, include_drafts=include_drafts)
     except (CDSError, ValueError) as exc:
         return None, result(False, ruleset.digest, issues=[f"the rules do not compile: {exc}"], warnings=warnings)
-    if run_rule_tests:
-        from cds.authoring.runner import run_tests
-
-        report = run_tests(ruleset, engine=tested)
-        if not report.ok:
-            failures = [f"{r.title} ({r.case.where}): {_difference(r.message) if r.message else r.status}"
-                        for r in report.failures()] + report.problems
-            return None, result(False, ruleset.digest, test_failures=failures, warnings=warnings)
     # serve the tested engine unless it ran drafts the service excludes: only then compile another
     engine = tested if tested.include_drafts == include_drafts else Engine(ruleset, include_drafts=False)
     return engine, result(True, ruleset.digest, changed=True, warnings=warnings)
@@ -128,82 +121,3 @@ def safe_reload(swap: Callable[[Engine], Any], directory: Path, *, include_draft
     elif not result.ok:
         log.warning("rulesets reload refused, still serving %s:\n%s", current_digest, result.reason)
     return result
-
-
-class EngineHolder:
-    """The live Engine behind ``current()``; ``reload()`` swaps in a validated, tested replacement."""
-
-    def __init__(self, engine: Engine, *, directory: Path | None = None, run_rule_tests: bool = True) -> None:
-        self._engine = engine
-        self.directory = Path(directory or engine.ruleset.directory)
-        self.include_drafts = engine.include_drafts
-        self.run_rule_tests = run_rule_tests
-        self._reload_lock = threading.Lock()
-        self.last_result: ReloadResult | None = None
-
-    @classmethod
-    def load(cls, directory: Path | None = None, *, include_drafts: bool = False,
-             run_rule_tests: bool = True) -> EngineHolder:
-        """Start-up: refuse (RulesetError) rulesets that do not validate, compile or pass their tests."""
-        directory = Path(directory or default_rulesets_dir())
-        engine, result = prepare_engine(directory, include_drafts=include_drafts, run_rule_tests=run_rule_tests)
-        if engine is None:
-            raise RulesetError(f"rulesets in {directory} cannot be served", result.issues + result.test_failures)
-        holder = cls(engine, directory=directory, run_rule_tests=run_rule_tests)
-        holder.last_result = result
-        return holder
-
-    def current(self) -> Engine:
-        """The Engine to use for one whole request (take it once; it stays valid after a swap)."""
-        return self._engine
-
-    @property
-    def digest(self) -> str:
-        return self._engine.digest
-
-    def swap(self, engine: Engine) -> Engine:
-        previous, self._engine = self._engine, engine
-        return previous
-
-    def reload(self, directory: Path | None = None) -> ReloadResult:
-        """Validate and test ``directory`` (default: the one served) and swap only if all is well."""
-        with self._reload_lock:
-            target = Path(directory or self.directory)
-            result = safe_reload(self.swap, target, include_drafts=self.include_drafts,
-                                 current_digest=self.digest, run_rule_tests=self.run_rule_tests)
-            if result.ok and result.changed:
-                self.directory = target
-            self.last_result = result
-            return result
-
-
-class RulesetWatcher:
-    """Reload a holder when files under its folder change (watchfiles); optional, for the service."""
-
-    def __init__(self, holder: EngineHolder, *, debounce_ms: int = 500,
-                 on_result: Callable[[ReloadResult], None] | None = None) -> None:
-        self.holder = holder
-        self.debounce_ms = debounce_ms
-        self.on_result = on_result
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> RulesetWatcher:
-        self._thread = threading.Thread(target=self._run, name="ruleset-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        from watchfiles import watch
-
-        for changes in watch(self.holder.directory, stop_event=self._stop, debounce=self.debounce_ms,
-                             watch_filter=lambda _change, path: path.endswith((".yaml", ".yml", ".json", ".csv"))):
-            log.info("rulesets changed (%d files): reloading", len(changes))
-            result = self.holder.reload()
-            if self.on_result is not None:
-                self.on_result(result)

@@ -2,7 +2,8 @@
 
 Layout: ``app`` (factory), ``api/`` (routers and dependencies), ``calls`` (one call end to end),
 ``prefetch`` + ``fhir`` (filling in missing data), ``security`` (JWT), ``config`` (settings),
-``models`` + ``crud`` + ``db`` + ``migrations/`` (persistence), ``runner`` (the engine thread).
+``models`` + ``crud`` + ``db`` + ``migrations/`` (persistence), ``holder`` (the rules served, their
+engine worker pool and safe reload; see :mod:`cds.workers`), ``server`` (start-up and ``cds serve``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds.cli.serve import serve
+from cds.service.server import main
 
 if __name__ == "__main__":
-    serve(prog_name="python -m cds.service")
+    main()

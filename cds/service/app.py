@@ -1,8 +1,11 @@
 """The FastAPI application factory: middleware, error handlers, routers, lifecycle.
 
-``create_app`` does the slow and fallible work (loading rulesets, migrating the database) before
-the server accepts a connection, so a broken ruleset or database stops ``cds serve`` with a clear
-message instead of serving errors.
+``create_app`` does the fallible work (checking the rulesets, migrating the database) before the
+server accepts a connection, so a broken ruleset or database stops ``cds serve`` with a clear message
+instead of serving errors. The rulesets are validated, compiled and their rule tests run in a
+throwaway process (:func:`cds.service.holder.prepare_candidate`); durable_rules never runs in this
+process. The engine workers start in parallel when the app starts and are not waited for: discovery
+answers at once and the first calls queue until a worker is ready.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,13 +29,12 @@ from cds.service.config import Settings
 from cds.service.db import make_engine, make_sessionmaker, migrate
 from cds.service.errors import InternalError, ServiceError, Unauthorized, operation_outcome
 from cds.service.fhir import FhirClient
-from cds.service.holder import EngineHolder
+from cds.service.holder import EngineHolder, ServedRules, pool_factory, prepare_candidate
 from cds.service.redact import install_log_redaction
-from cds.service.runner import EvaluationRunner
 from cds.service.security import JwtVerifier
 from cds.service.state import ServiceState
 
-__all__ = ["create_app", "load_engine"]
+__all__ = ["create_app", "load_rules", "make_pool_factory"]
 
 log = logging.getLogger("cds.service")
 
@@ -70,39 +73,75 @@ def _install_handlers(app: FastAPI) -> None:
         return _outcome_response(error.status_code, error.body())
 
 
-def load_engine(settings: Settings) -> Any:
-    """The engine to start with: validated, compiled and (by default) its rule tests passed."""
+def load_rules(settings: Settings) -> tuple[ServedRules, bytes]:
+    """The rules to start with, checked in a throwaway process; raises RulesetError with every reason.
+
+    Validated, compiled and (``CDS_RULE_TESTS_ON_START``, default on) every rule's own tests passed;
+    returns the RuleSet (as served, and pickled for the workers).
+    """
+    import pickle
+
     from cds._exceptions import RulesetError
-    from cds.authoring.reload import prepare_engine
     from cds.rules.loader import default_rulesets_dir
 
     directory = settings.rulesets or default_rulesets_dir()
-    engine, result = prepare_engine(directory, include_drafts=settings.include_drafts,
-                                    run_rule_tests=settings.rule_tests_on_start)
-    if engine is None:
+    result, blob = prepare_candidate(directory, include_drafts=settings.include_drafts,
+                                     run_rule_tests=settings.rule_tests_on_start,
+                                     timeout_s=settings.ruleset_check_timeout_s)
+    if not result.ok or blob is None:
         raise RulesetError(f"rulesets in {directory} cannot be served", result.issues + result.test_failures)
-    return engine
+    return ServedRules(pickle.loads(blob), include_drafts=settings.include_drafts), blob
 
 
-def create_app(settings: Settings | None = None, *, engine: Any | None = None) -> FastAPI:
-    """Build the app. ``engine`` (a loaded :class:`cds.engine.Engine`) is loaded from settings if omitted.
+def make_pool_factory(settings: Settings) -> Any:
+    """``(ruleset, blob) -> WorkerPool`` with the settings' size, deadlines, bound and quarantine."""
+    return pool_factory(size=settings.resolved_engine_workers(), timeout_s=settings.engine_timeout_s,
+                        max_pending=settings.max_pending_evaluations, include_drafts=settings.include_drafts,
+                        start_timeout_s=settings.engine_start_timeout_s, quarantine_after=settings.quarantine_after,
+                        quarantine_s=settings.quarantine_s)
+
+
+def create_app(settings: Settings | None = None, *, engine: Any | None = None, evaluator: Any | None = None,
+               rules: tuple[Any, bytes] | None = None) -> FastAPI:
+    """Build the app.
+
+    * ``rules``: ``(ServedRules, pickled RuleSet)`` already checked (``cds serve`` passes what
+      :func:`load_rules` returned); if omitted, :func:`load_rules` runs here.
+    * ``engine``: an already loaded :class:`cds.engine.Engine` (tests): its RuleSet is served, in
+      worker processes, without the start-up check.
+    * ``evaluator``: a stand-in evaluator (tests: :class:`cds.workers.InProcessEvaluator` around a
+      failing or slow engine); ``engine`` then provides the rules.
 
     Raises :class:`cds._exceptions.RulesetError` when the rulesets do not validate and SQLAlchemy /
     Alembic errors when the database cannot be reached or migrated.
     """
+    import pickle
+
     settings = settings or Settings()
     install_log_redaction()
-    if engine is None:
-        engine = load_engine(settings)
+    if engine is not None:
+        served: Any = engine if evaluator is not None else ServedRules(engine.ruleset, engine.include_drafts)
+        blob = pickle.dumps(engine.ruleset, protocol=pickle.HIGHEST_PROTOCOL) if evaluator is None else b""
+    elif rules is not None:
+        served, blob = rules
+    else:
+        served, blob = load_rules(settings)
     db = make_engine(settings.resolved_database_url())
     if settings.database_auto_migrate:
         migrate(db)
-    holder = EngineHolder(engine, directory=settings.rulesets, run_rule_tests=True)
+    make_evaluator = make_pool_factory(settings)
+    if evaluator is None:
+        evaluator = make_evaluator(served.ruleset, blob)
+    holder = EngineHolder(EngineHolder.loaded(served, evaluator),
+                          directory=settings.rulesets or served.ruleset.directory, make_evaluator=make_evaluator,
+                          include_drafts=settings.include_drafts, run_rule_tests=True,
+                          ready_timeout_s=settings.engine_start_timeout_s,
+                          check_timeout_s=settings.ruleset_check_timeout_s)
     state = ServiceState(settings=settings, holder=holder, db=db, sessions=make_sessionmaker(db))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.runner = EvaluationRunner(max_pending=settings.max_pending_evaluations)
+        state.holder.current().evaluator.start()  # workers start in parallel; not waited for
         state.fhir = FhirClient(
             connect_timeout=settings.fhir_connect_timeout_s, read_timeout=settings.fhir_read_timeout_s,
             max_pages=settings.fhir_max_pages, allow_http=settings.fhir_allow_http,
@@ -113,13 +152,14 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None) -
                         "authenticated. Use only on loopback for development.")
         else:
             state.verifier = JwtVerifier(settings, client=state.http)
-        log.info("CDS service ready: rulesets %s, %d service(s)", state.holder.current().digest,
-                 len(state.holder.current().catalog))
+        log.info("CDS service ready: rulesets %s, %d service(s), %d engine worker(s) starting",
+                 state.holder.current().digest, len(state.holder.current().catalog),
+                 state.holder.current().evaluator.size)
         watcher = None
         if settings.reload_watch:
-            from cds.authoring.reload import RulesetWatcher
+            from cds.service.holder import RulesetWatcher
 
-            watcher = RulesetWatcher(state.holder).start()  # type: ignore[arg-type]  # duck-typed holder
+            watcher = RulesetWatcher(state.holder).start()
             log.info("watching %s: changes go live once they validate and their tests pass", state.holder.directory)
         try:
             yield
@@ -128,7 +168,7 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None) -
                 watcher.stop()
             await state.fhir.aclose()
             await state.http.aclose()
-            state.runner.shutdown()
+            await anyio.to_thread.run_sync(state.holder.close)
             db.dispose()
 
     app = FastAPI(

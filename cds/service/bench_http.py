@@ -6,7 +6,11 @@ Reported per hook: p50/p95/p99/mean/max latency in ms as the client sees it (JSO
 request excluded, reading the response included) and overall requests/s; with ``baseline`` the same
 payloads are also evaluated in-process (no HTTP) so the HTTP/DB overhead is visible.
 
-Run: ``python -m cds.service.bench_http [--iterations 5] [--concurrency 1] [--json]``.
+``--clients 1,2,4,8`` runs one server and, for each level in turn, the whole workload from that many
+concurrent clients, printing requests/s and p50/p95/p99 per level: how throughput scales with the
+engine workers (``--workers``, default the server's: one per core).
+
+Run: ``python -m cds.service.bench_http [--iterations 5] [--clients 1,2,4,8] [--workers N] [--json]``.
 """
 
 from __future__ import annotations
@@ -32,8 +36,23 @@ import httpx
 
 __all__ = ["DEFAULT_BUNDLES", "build_requests", "percentile", "run_benchmark"]
 
-# The 40 Synthea R4 bundles live in ../shared beside the repository checkout.
-DEFAULT_BUNDLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
+
+
+def _find_bundles() -> Path:
+    """The 40 Synthea R4 bundles: ``CDS_BENCH_BUNDLES``, else ``shared/data/synthea-r4`` in a parent folder
+    of the checkout (``../shared`` beside it, or further up for git worktrees)."""
+    configured = os.environ.get("CDS_BENCH_BUNDLES")
+    if configured:
+        return Path(configured)
+    here = Path(__file__).resolve()
+    for parent in here.parents[2:]:
+        candidate = parent / "shared" / "data" / "synthea-r4"
+        if candidate.is_dir():
+            return candidate
+    return here.parents[3] / "shared" / "data" / "synthea-r4"
+
+
+DEFAULT_BUNDLES = _find_bundles()
 SERVICES = {"patient-view": "sir-patient-view", "order-select": "sir-order-select", "order-sign": "sir-order-sign"}
 _INSTANCE = "00000000-0000-4000-8000-000000000000"
 
@@ -84,14 +103,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(port: int, data_dir: Path, rulesets: Path | None) -> subprocess.Popen[str]:
+def _start_server(port: int, data_dir: Path, rulesets: Path | None, workers: int | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     args = [sys.executable, "-m", "cds.service", "--port", str(port), "--data-dir", str(data_dir),
             "--log-level", "warning"]
     if rulesets:
         args += ["--rulesets", str(rulesets)]
+    if workers:
+        # main's service has no --workers option: pass it only when asked (before/after comparisons)
+        args += ["--workers", str(workers)]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/cds-services", timeout=2).status_code == 200:
@@ -114,19 +136,26 @@ def run_benchmark(
     bundles_dir: Path = DEFAULT_BUNDLES,
     iterations: int = 5,
     concurrency: int = 1,
+    clients: Sequence[int] | None = None,
     hooks: Sequence[str] = tuple(SERVICES),
     rulesets: Path | None = None,
     limit: int | None = None,
     baseline: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Start the server, post every bundle to every hook ``iterations`` times, return the figures."""
+    """Start the server, post every bundle to every hook ``iterations`` times, return the figures.
+
+    With ``clients`` (e.g. ``[1, 2, 4, 8]``) the workload is run once per level on the same server and
+    the report has one entry per level under ``levels``; otherwise one run at ``concurrency``.
+    """
     paths = sorted(bundles_dir.glob("*.json"))[:limit]
     if not paths:
-        raise FileNotFoundError(f"no *.json bundles in {bundles_dir}")
+        raise FileNotFoundError(f"no *.json bundles in {bundles_dir} (set --bundles or CDS_BENCH_BUNDLES)")
     bundles = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    levels = list(clients) if clients else [concurrency]
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as data_dir:
-        server = _start_server(port, Path(data_dir), rulesets)
+        server = _start_server(port, Path(data_dir), rulesets, workers)
         try:
             base = f"http://127.0.0.1:{port}"
             services = {s["hook"]: s for s in httpx.get(f"{base}/cds-services", timeout=60).json()["services"]}
@@ -136,14 +165,11 @@ def run_benchmark(
                 for bundle in bundles:
                     body = json.dumps(build_requests(bundle, hook, services[hook]["prefetch"])).encode()
                     jobs.append((hook, body))
-            latencies: dict[str, list[float]] = {hook: [] for hook in hooks}
-            errors: dict[str, int] = {hook: 0 for hook in hooks}
-            cards: dict[str, int] = {hook: 0 for hook in hooks}
             work = [job for _ in range(iterations) for job in jobs]
 
             def worker(share: list[tuple[str, bytes]]) -> list[tuple[str, float, int, int]]:
                 out = []
-                with httpx.Client(base_url=base, timeout=120,
+                with httpx.Client(base_url=base, timeout=300,
                                   headers={"content-type": "application/json"}) as client:
                     for hook, body in share:
                         payload = body.replace(_INSTANCE.encode(), str(uuid.uuid4()).encode(), 1)
@@ -153,33 +179,46 @@ def run_benchmark(
                         out.append((hook, (time.perf_counter() - started) * 1000, response.status_code, n_cards))
                 return out
 
-            # warm-up: one request per hook (imports, caches, SQLite file)
-            worker([next(job for job in jobs if job[0] == hook) for hook in hooks])
-            shares = [work[i::concurrency] for i in range(concurrency)]
-            started = time.perf_counter()
-            with ThreadPoolExecutor(concurrency) as pool:
-                results = [r for batch in pool.map(worker, shares) for r in batch]
-            wall = time.perf_counter() - started
+            # warm-up: every worker busy once per hook (imports, caches, SQLite file, workers compiled)
+            warm = [next(job for job in jobs if job[0] == hook) for hook in hooks]
+            with ThreadPoolExecutor(max(levels)) as pool:
+                list(pool.map(worker, [warm] * max(levels)))
+            runs = []
+            for level in levels:
+                shares = [work[i::level] for i in range(level)]
+                started = time.perf_counter()
+                with ThreadPoolExecutor(level) as pool:
+                    results = [r for batch in pool.map(worker, shares) for r in batch]
+                runs.append(_level_report(level, results, time.perf_counter() - started, hooks))
         finally:
             server.send_signal(signal.SIGINT)
             try:
                 server.communicate(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+    report: dict[str, Any] = {"bundles": len(bundles), "iterations": iterations, "workers": workers,
+                              **{k: v for k, v in runs[-1].items() if k != "clients"},
+                              "concurrency": runs[-1]["clients"], "levels": runs}
+    if baseline:
+        report["engine_only"] = _baseline(bundles, hooks, rulesets, services)
+    return report
+
+
+def _level_report(level: int, results: list[tuple[str, float, int, int]], wall: float,
+                  hooks: Sequence[str]) -> dict[str, Any]:
+    latencies: dict[str, list[float]] = {hook: [] for hook in hooks}
+    errors: dict[str, int] = {hook: 0 for hook in hooks}
+    cards: dict[str, int] = {hook: 0 for hook in hooks}
     for hook, ms, status, n_cards in results:
         latencies[hook].append(ms)
         if status != 200:
             errors[hook] += 1
         cards[hook] += n_cards
-    report: dict[str, Any] = {
-        "bundles": len(bundles), "iterations": iterations, "concurrency": concurrency,
-        "requests": len(results), "seconds": wall, "requests_per_s": len(results) / wall,
-        "hooks": {hook: {**_summary(latencies[hook]), "errors": errors[hook],
-                         "cards_per_request": cards[hook] / len(latencies[hook])} for hook in hooks},
-    }
-    if baseline:
-        report["engine_only"] = _baseline(bundles, hooks, rulesets, services)
-    return report
+    every = [ms for _hook, ms, _status, _cards in results]
+    return {"clients": level, "requests": len(results), "seconds": wall, "requests_per_s": len(results) / wall,
+            "all": {**_summary(every), "errors": sum(errors.values())},
+            "hooks": {hook: {**_summary(latencies[hook]), "errors": errors[hook],
+                             "cards_per_request": cards[hook] / len(latencies[hook])} for hook in hooks}}
 
 
 def _baseline(bundles: list[dict[str, Any]], hooks: Sequence[str], rulesets: Path | None,
@@ -200,7 +239,22 @@ def _baseline(bundles: list[dict[str, Any]], hooks: Sequence[str], rulesets: Pat
     return out
 
 
+def format_levels(report: dict[str, Any]) -> str:
+    """One line per client level: requests/s and p50/p95/p99 over every hook."""
+    workers = report.get("workers") or "server default"
+    lines = [f"{report['bundles']} Synthea bundles x {len(report['hooks'])} hooks x {report['iterations']} "
+             f"iterations per level, engine workers: {workers}",
+             f"{'clients':>8}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+    for run in report["levels"]:
+        row = run["all"]
+        lines.append(f"{run['clients']:>8}{run['requests']:>10}{run['requests_per_s']:>9.1f}{row['p50']:>9.1f}"
+                     f"{row['p95']:>9.1f}{row['p99']:>9.1f}{row['errors']:>8}")
+    return "\n".join(lines)
+
+
 def format_report(report: dict[str, Any]) -> str:
+    if len(report.get("levels", [])) > 1:
+        return format_levels(report)
     lines = [f"{report['bundles']} Synthea bundles x {report['iterations']} iterations, "
              f"{report['concurrency']} client(s): {report['requests']} requests in {report['seconds']:.1f} s "
              f"= {report['requests_per_s']:.1f} requests/s",
@@ -219,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES, help="folder of FHIR R4 Bundles")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--clients", type=_levels, default=None,
+                        help="comma-separated client levels run one after the other, e.g. 1,2,4,8")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="engine worker processes of the server (default: the server's own default)")
     parser.add_argument("--hooks", nargs="+", default=list(SERVICES), choices=list(SERVICES))
     parser.add_argument("--rulesets", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N bundles")
@@ -226,10 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     report = run_benchmark(bundles_dir=args.bundles, iterations=args.iterations, concurrency=args.concurrency,
-                           hooks=args.hooks, rulesets=args.rulesets, limit=args.limit,
-                           baseline=not args.no_baseline)
+                           clients=args.clients, hooks=args.hooks, rulesets=args.rulesets, limit=args.limit,
+                           baseline=not args.no_baseline, workers=args.workers)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 1 if any(row["errors"] for row in report["hooks"].values()) else 0
+    return 1 if any(run["all"]["errors"] for run in report["levels"]) else 0
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clients wants numbers separated by commas, e.g. 1,2,4,8 (got {text!r})") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("--clients levels must be 1 or more")
+    return levels
 
 
 if __name__ == "__main__":

@@ -17,12 +17,21 @@ import anyio
 from cds._exceptions import EngineError, InputError, InvalidResourceError
 from cds.service import crud
 from cds.service.api.body import parse_json_body, read_body, validate_or_400
-from cds.service.errors import BadRequest, InternalError, NotFound, ServiceError
+from cds.service.errors import (
+    BadRequest,
+    EngineCrashed,
+    EngineTimedOut,
+    InternalError,
+    NotFound,
+    Overloaded,
+    ServiceError,
+)
 from cds.service.prefetch import complete_prefetch
 from cds.service.redact import redact_request, redact_text
 from cds.service.schemas import HOOK_CONTEXTS, CdsRequest
 from cds.service.security import Caller
 from cds.service.state import ServiceState
+from cds.workers import PoolBusy, PoolClosed, WorkerCrashed, WorkerTimeout
 
 __all__ = ["handle_call", "record_rejected_call"]
 
@@ -72,7 +81,7 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     request = _validated(payload, service.hook)
 
     settings = state.settings
-    if state.fhir is None or state.runner is None:  # only before the lifespan started: a bug
+    if state.fhir is None:  # only before the lifespan started: a bug
         raise RuntimeError("the service is not started")
     completed = await complete_prefetch(
         templates=service.prefetch,
@@ -88,21 +97,43 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     # The engine never needs (so never sees) the access token.
     to_evaluate = {k: v for k, v in payload.items() if k != "fhirAuthorization"}
     to_evaluate["prefetch"] = completed.prefetch
-    try:
-        evaluation = await state.runner.run(loaded.engine.evaluate, to_evaluate, hook=service.hook)
-    except InputError as exc:
-        raise _input_error(exc) from None
-    body = evaluation.response.to_json()
-    for card in evaluation.response.cards:
-        topic = card.source.topic
-        rule_id = topic.code if topic else "?"
+    summary = await _run_engine(state, to_evaluate, service.hook, audit)
+    body = summary.response
+    for card in body.get("cards", []):
+        topic = (card.get("source") or {}).get("topic") or {}
+        rule_id = topic.get("code") or "?"
         audit.cards.append(crud.CardAudit(
-            card_uuid=card.uuid or "", rule_id=rule_id,
-            rule_version=(topic.version if topic else None) or evaluation.rule_versions.get(rule_id),
-            indicator=card.indicator,
+            card_uuid=card.get("uuid") or "", rule_id=rule_id,
+            rule_version=topic.get("version") or summary.rule_versions.get(rule_id),
+            indicator=card.get("indicator"),
         ))
-    audit.notes += list(getattr(evaluation.facts, "notes", []) or [])[:50]
+    audit.notes += list(summary.notes)[:50]
     return body
+
+
+async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, audit: crud.CallAudit) -> Any:
+    """Evaluate on the current rules' workers; engine failures become the service's errors.
+
+    The rules are taken again here (not at the start of the call): a reload during the FHIR fetches
+    retires the previous pool, and a call is then evaluated on the new rules, recorded with their
+    digest. A pool retired between taking it and queueing (:class:`PoolClosed`) is simply retaken.
+    """
+    for _attempt in range(3):
+        loaded = state.holder.current()
+        audit.ruleset_digest = loaded.digest
+        try:
+            return await loaded.evaluator.evaluate(payload, hook, label=audit.hook_instance)
+        except PoolClosed:
+            continue
+        except PoolBusy:
+            raise Overloaded("too many evaluations queued; retry shortly") from None
+        except WorkerCrashed as exc:
+            raise EngineCrashed(quarantined=exc.quarantined) from exc
+        except WorkerTimeout as exc:
+            raise EngineTimedOut(quarantined=exc.quarantined) from exc
+        except InputError as exc:
+            raise _input_error(exc) from None
+    raise Overloaded("the rules are being reloaded; retry shortly")
 
 
 async def _store(state: ServiceState, audit: crud.CallAudit) -> None:
@@ -128,7 +159,8 @@ async def handle_call(
     except ServiceError as exc:
         status, body, headers = exc.status_code, exc.body(), exc.headers
         audit.outcome, audit.error = exc.outcome, exc.message
-        log.info("%s call %s -> %d %s", service_id, audit.hook_instance, status, exc.message)
+        level = logging.ERROR if isinstance(exc, (EngineCrashed, EngineTimedOut)) else logging.INFO
+        log.log(level, "%s call %s -> %d %s", service_id, audit.hook_instance, status, exc.message)
     except EngineError:
         log.exception("engine failure on %s call %s", service_id, audit.hook_instance)
         error = InternalError()

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_pending_evaluations: int = Field(default=64, ge=1)  # beyond this: 503 with Retry-After
 
+    # -- engine workers (cds.workers) -------------------------------------------------------------
+    engine_workers: int | None = Field(default=None, ge=1, le=256)  # processes; default: one per core
+    engine_timeout_s: float = Field(default=10.0, gt=0)  # per call on a worker; past it: killed, 503
+    engine_start_timeout_s: float = Field(default=120.0, gt=0)  # one worker compiling its rules
+    quarantine_s: float = Field(default=600.0, ge=0)  # how long a payload that crashed workers is refused
+    quarantine_after: int = Field(default=2, ge=1)  # workers lost to one payload before its quarantine
+    ruleset_check_timeout_s: float = Field(default=600.0, gt=0)  # validation + rule tests (start, reload)
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
@@ -115,6 +123,12 @@ class Settings(BaseSettings):
     def open_mode(self) -> bool:
         """No trusted issuer configured: calls are not authenticated (loopback only)."""
         return not self.trusted_issuers
+
+    def resolved_engine_workers(self) -> int:
+        """``CDS_ENGINE_WORKERS`` or one worker per core this process may use."""
+        from cds.workers.pool import default_worker_count
+
+        return self.engine_workers or default_worker_count()
 
     def resolved_database_url(self) -> str:
         if self.database_url:

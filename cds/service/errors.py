@@ -10,6 +10,8 @@ which also tells an integrator *which field* was wrong. The tree::
     ├── PayloadTooLarge     413
     ├── PrefetchUnavailable 412       data missing from prefetch and no way to fetch it
     ├── Overloaded          503       too many evaluations queued
+    ├── EngineCrashed       500       the engine worker died on this call (or the payload is quarantined)
+    ├── EngineTimedOut      503       the engine worker exceeded its deadline (killed and replaced)
     └── InternalError       500       a bug; the body says nothing more
 
 Messages are written for the caller; internal details go to the log, never into a response.
@@ -21,6 +23,8 @@ from typing import Any
 
 __all__ = [
     "BadRequest",
+    "EngineCrashed",
+    "EngineTimedOut",
     "InternalError",
     "NotFound",
     "Overloaded",
@@ -122,3 +126,29 @@ class InternalError(ServiceError):
 
     def __init__(self) -> None:
         super().__init__("internal error")
+
+
+class EngineCrashed(ServiceError):
+    """Raised when the engine worker evaluating the call died, or the payload is quarantined for that.
+
+    A 500: retrying the same request is not expected to help (a payload that keeps crashing workers is
+    quarantined and answered at once). The audit outcome is ``engine-crash``.
+    """
+
+    status_code = 500
+    issue_code = "exception"
+    outcome = "engine-crash"
+
+    def __init__(self, *, quarantined: bool = False) -> None:
+        super().__init__("the rule engine failed on this request" + (" (quarantined)" if quarantined else ""))
+
+
+class EngineTimedOut(ServiceError):
+    """Raised when the engine worker did not answer within ``CDS_ENGINE_TIMEOUT_S`` (it was replaced)."""
+
+    status_code = 503
+    issue_code = "timeout"
+    outcome = "engine-timeout"
+
+    def __init__(self, *, quarantined: bool = False) -> None:
+        super().__init__("the rule engine did not answer in time" + (" (quarantined)" if quarantined else ""))

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from cds.service.config import Settings
 from cds.service.fhir import FhirClient
 from cds.service.holder import EngineHolder
-from cds.service.runner import EvaluationRunner
 from cds.service.security import JwtVerifier
 
 __all__ = ["ServiceState"]
@@ -19,11 +18,12 @@ __all__ = ["ServiceState"]
 
 @dataclass
 class ServiceState:
+    """Settings, the rules and their engine workers (``holder``), the database, the HTTP clients."""
+
     settings: Settings
     holder: EngineHolder
     db: DbEngine
     sessions: sessionmaker[Session]
-    runner: EvaluationRunner | None = None
     fhir: FhirClient | None = None
     http: httpx.AsyncClient | None = None  # JWKS fetches
     verifier: JwtVerifier | None = None

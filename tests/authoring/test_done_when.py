@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from cds.authoring.reload import EngineHolder
+from cds.service.holder import EngineHolder
 from cds.authoring.testfile import load_test_file
 from cds.cli import cli
 
@@ -19,8 +19,8 @@ CASE = "drafted metformin with eGFR 32 is a warning"
 
 
 def _indicator(engine, request: dict) -> str | None:
-    result = engine.evaluate(request, now=NOW)
-    return next((c.indicator for c in result.cards if c.source.topic.code == "metformin-renal"), None)
+    cards = engine.evaluate(request, now=NOW).response["cards"]
+    return next((c["indicator"] for c in cards if c["source"]["topic"]["code"] == "metformin-renal"), None)
 
 
 def test_change_the_metformin_egfr_threshold_end_to_end(make_ruleset) -> None:
@@ -84,6 +84,6 @@ def test_change_the_metformin_egfr_threshold_end_to_end(make_ruleset) -> None:
     # Step 6: the running service picks the change up without a restart.
     reloaded = service.reload()
     assert reloaded.ok and reloaded.changed, reloaded.reason
-    result = service.current().evaluate(probe, now=NOW)
-    card = next(c for c in result.cards if c.source.topic.code == "metformin-renal")
-    assert card.indicator == "critical" and card.source.topic.version == "1.1.0"
+    cards = service.current().evaluate(probe, now=NOW).response["cards"]
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "metformin-renal")
+    assert card["indicator"] == "critical" and card["source"]["topic"]["version"] == "1.1.0"

@@ -116,8 +116,17 @@ class ServiceFactory:
         self.running: list[tuple[ServerThread, Service]] = []
 
     def __call__(self, *, engine_override: Any = None, **settings: Any) -> Service:
+        """``engine_override``: a stand-in engine (slow, failing) run in-process by InProcessEvaluator;
+        otherwise the real rules run in engine worker processes (one by default: the machine is shared)."""
+        from cds.workers import InProcessEvaluator
+
         settings.setdefault("data_dir", self.data_root / f"data{len(self.running)}")
-        app = create_app(Settings(**settings), engine=engine_override or self.engine)
+        settings.setdefault("engine_workers", 1)
+        config = Settings(**settings)
+        evaluator = None
+        if engine_override is not None:
+            evaluator = InProcessEvaluator(engine_override, max_pending=config.max_pending_evaluations)
+        app = create_app(config, engine=engine_override or self.engine, evaluator=evaluator)
         thread = ServerThread(app).__enter__()
         service = Service(thread, app)
         self.running.append((thread, service))

@@ -59,6 +59,7 @@ def rulesets(tmp_path: Path) -> Path:
 
 
 def _serve(rulesets: Path, tmp_path: Path, **settings: Any) -> tuple[ServerThread, Any]:
+    settings.setdefault("engine_workers", 2)
     app = create_app(Settings(rulesets=rulesets, data_dir=tmp_path / "data", **settings))
     return ServerThread(app).__enter__(), app
 
@@ -98,6 +99,21 @@ def _patient_view(client: Any) -> list[dict[str, Any]]:
     return response.json()["cards"]
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purpose (the pool reaps it when it joins)
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _renal(cards: list[dict[str, Any]]) -> tuple[str, str]:
     found = [(c["indicator"], c["source"]["topic"]["version"]) for c in cards
              if c["source"]["topic"]["code"] == "metformin-renal"]
@@ -129,6 +145,9 @@ def test_threshold_change_is_refused_until_its_tests_agree_then_served_without_r
     client, app = service
     assert _renal(_patient_view(client)) == ("info", OLD_VERSION)  # 30 <= 32 < 45
     before = client.get("/admin/rulesets").json()["digest"]
+    old_pool = app.state.cds.holder.current().evaluator
+    assert old_pool.wait_ready(timeout=120)
+    old_pids = set(old_pool.pids())
 
     _set_threshold(rulesets, 35)
     _bump_version(rulesets)
@@ -139,6 +158,9 @@ def test_threshold_change_is_refused_until_its_tests_agree_then_served_without_r
     assert any("expected indicator: warning, got indicator: critical" in f for f in body["test_failures"]), body
     assert _renal(_patient_view(client)) == ("info", OLD_VERSION)  # the old rules still serve
     assert client.get("/admin/rulesets").json()["digest"] == before
+    # a refused candidate changes nothing: same pool, same worker processes
+    assert app.state.cds.holder.current().evaluator is old_pool and set(old_pool.pids()) == old_pids
+    assert old_pool.stats()["restarts"] == 0
 
     (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
     accepted = client.post("/admin/reload")
@@ -148,6 +170,13 @@ def test_threshold_change_is_refused_until_its_tests_agree_then_served_without_r
     status = client.get("/admin/rulesets").json()
     assert status["digest"] != before
     assert {"id": "metformin-renal", "version": NEW_VERSION, "status": "active"} in status["rules"]
+    # new worker processes serve the new digest; the old ones are retired once idle
+    assert status["workers"]["digest"] == status["digest"] and status["workers"]["ready"] == 2
+    assert not set(status["workers"]["pids"]) & old_pids
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in old_pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in old_pids), "the old workers were not retired"
 
     unchanged = client.post("/admin/reload")
     assert unchanged.status_code == 200 and unchanged.json()["changed"] is False
@@ -213,3 +242,75 @@ def test_service_refuses_to_start_when_rule_tests_fail(rulesets: Path, tmp_path:
     with pytest.raises(RulesetError) as refused:
         create_app(Settings(rulesets=rulesets, data_dir=tmp_path / "data"))
     assert "metformin-renal" in str(refused.value)
+
+
+def test_in_flight_calls_finish_on_the_old_rules_during_a_reload(rulesets: Path, tmp_path: Path, monkeypatch) -> None:
+    """Calls running on the old workers when the new ones are swapped in are answered by the old rules."""
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("CDS_FAULT_INJECT_SLOW_PATIENT", "renal-1")  # every probe call holds a worker 4 s
+    monkeypatch.setenv("CDS_FAULT_INJECT_SLOW_S", "4")
+    thread, app = _serve(rulesets, tmp_path, rule_tests_on_start=False)
+    try:
+        with httpx.Client(base_url=thread.url, timeout=120) as client:
+            assert _renal(_patient_view(client)) == ("info", "1.0.0")
+            (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
+            _set_threshold(rulesets, 35)
+            _bump_version(rulesets)
+            holder = app.state.cds.holder
+            old_pool = holder.current().evaluator
+
+            def probe() -> tuple[str, str]:
+                with httpx.Client(base_url=thread.url, timeout=120) as http:
+                    return _renal(_patient_view(http))
+
+            with ThreadPoolExecutor(8) as pool:
+                in_flight = [pool.submit(probe) for _ in range(8)]  # 8 x 4 s on 2 workers: 16 s of work
+                deadline = time.monotonic() + 30
+                while old_pool.pending < 8 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert old_pool.pending == 8 and old_pool.stats()["busy"] == 2
+                reloaded = client.post("/admin/reload")  # checks + new workers take seconds, not 16
+                assert reloaded.status_code == 200 and reloaded.json()["changed"], reloaded.text
+                assert holder.current().evaluator is not old_pool
+                assert old_pool.pending > 0  # calls were still queued or running on the old workers at the swap
+                assert [f.result(timeout=120) for f in in_flight] == [("info", "1.0.0")] * 8
+            assert _renal(_patient_view(client)) == ("warning", "1.1.0")
+    finally:
+        thread.__exit__(None, None, None)
+
+
+def test_a_candidate_that_crashes_the_check_process_changes_nothing(service: Any, rulesets: Path, monkeypatch) -> None:
+    """The candidate is compiled and tested in a throwaway process: its crash refuses the reload, nothing else."""
+    client, app = service
+    pool = app.state.cds.holder.current().evaluator
+    assert pool.wait_ready(timeout=120)
+    pids = set(pool.pids())
+    (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
+    _set_threshold(rulesets, 35)
+    monkeypatch.setenv("CDS_FAULT_INJECT_CRASH_CHECK", "1")  # TEST-ONLY hook: the check process SIGSEGVs
+    refused = client.post("/admin/reload")
+    assert refused.status_code == 409, refused.text
+    assert any("died (signal SIGSEGV)" in issue for issue in refused.json()["issues"]), refused.json()
+    assert app.state.cds.holder.current().evaluator is pool and set(pool.pids()) == pids
+    assert _renal(_patient_view(client)) == ("info", "1.0.0")  # the service answers, old rules
+    monkeypatch.delenv("CDS_FAULT_INJECT_CRASH_CHECK")
+    assert client.post("/admin/reload").status_code == 200  # the same candidate, checked normally
+
+
+def test_discovery_answers_before_the_workers_are_ready(rulesets: Path, tmp_path: Path) -> None:
+    """Start-up does not wait for the engine workers: they start in parallel, calls queue until one is ready."""
+    import httpx
+
+    thread, app = _serve(rulesets, tmp_path, rule_tests_on_start=False, engine_workers=2)
+    try:
+        pool = app.state.cds.holder.current().evaluator
+        discovery = httpx.get(f"{thread.url}/cds-services", timeout=10)
+        ready_then = pool.ready_count()
+        assert discovery.status_code == 200 and ready_then < 2, ready_then
+        with httpx.Client(base_url=thread.url, timeout=120) as client:
+            assert _renal(_patient_view(client)) == ("info", "1.0.0")  # waits for a worker, then answers
+        assert pool.wait_ready(timeout=120)
+    finally:
+        thread.__exit__(None, None, None)

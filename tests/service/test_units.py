@@ -40,7 +40,7 @@ def test_the_log_filter_rewrites_records():
 
 
 def test_serve_puts_the_filter_on_uvicorn_handlers():
-    from cds.cli.serve import _log_config
+    from cds.service.server import _log_config
 
     config = _log_config()
     assert all("redact" in h["filters"] for h in config["handlers"].values())

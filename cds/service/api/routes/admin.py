@@ -1,7 +1,9 @@
 """``/admin``: the rulesets being served, and safe reload without a restart (issue 5).
 
-``POST /admin/reload`` validates the rulesets folder, compiles it and runs every rule's own tests on
-a candidate engine; only then is it swapped in (in-flight requests finish on the old one). A refused
+``POST /admin/reload`` validates the rulesets folder, compiles it and runs every rule's own tests in a
+throwaway process; only then do new engine workers start, and once they are ready they replace the old
+ones (in-flight requests finish on the old rules). ``GET /admin/rulesets`` also reports the workers
+(pids, ready count, restarts, crashes, timeouts, quarantined calls). A refused
 change answers 409 with every reason and the old rules keep serving. Access: a Bearer token equal to
 ``CDS_ADMIN_TOKEN``, or, when none is configured, only clients on the loopback interface.
 """
@@ -56,15 +58,17 @@ def _authorise(request: Request, state: Any) -> None:
 
 @router.get("/rulesets", name="admin_rulesets")
 async def rulesets(request: Request, state: StateDep) -> dict[str, Any]:
-    """The digest, folder and rule versions being served, and the last reload's result."""
+    """The digest, folder and rule versions being served, the engine workers, the last reload's result."""
     _authorise(request, state)
-    engine = state.holder.current().engine
+    loaded = state.holder.current()
+    rules = loaded.rules
     last = state.holder.last_result
     return {
-        "digest": engine.digest,
+        "digest": rules.digest,
         "directory": str(state.holder.directory),
-        "include_drafts": engine.include_drafts,
-        "rules": [{"id": r.spec.id, "version": r.spec.version, "status": r.spec.status} for r in engine.rules],
+        "include_drafts": getattr(rules, "include_drafts", False),
+        "rules": [{"id": r.spec.id, "version": r.spec.version, "status": r.spec.status} for r in rules.rules],
+        "workers": loaded.evaluator.stats(),
         "last_reload": last.to_json() if last is not None else None,
     }
 
