@@ -141,7 +141,8 @@ def record_feedback(
                 "item": item.model_dump(mode="json", exclude_none=True),
                 "client_iss": client_iss,
             }
-            table = FeedbackRecord.__table__
+            # The Table itself, from the metadata: ``__table__`` is only typed as a FromClause.
+            table = FeedbackRecord.metadata.tables[FeedbackRecord.__tablename__]
             statement = (insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
                          .returning(table.c.id))
             if session.execute(statement).first() is not None:
