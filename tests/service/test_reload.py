@@ -255,7 +255,7 @@ def test_in_flight_calls_finish_on_the_old_rules_during_a_reload(rulesets: Path,
     thread, app = _serve(rulesets, tmp_path, rule_tests_on_start=False)
     try:
         with httpx.Client(base_url=thread.url, timeout=120) as client:
-            assert _renal(_patient_view(client)) == ("info", "1.0.0")
+            assert _renal(_patient_view(client)) == ("info", OLD_VERSION)
             (rulesets / "rules" / "metformin-renal.test.yaml").write_text(NEW_TESTS)
             _set_threshold(rulesets, 35)
             _bump_version(rulesets)
@@ -276,8 +276,8 @@ def test_in_flight_calls_finish_on_the_old_rules_during_a_reload(rulesets: Path,
                 assert reloaded.status_code == 200 and reloaded.json()["changed"], reloaded.text
                 assert holder.current().evaluator is not old_pool
                 assert old_pool.pending > 0  # calls were still queued or running on the old workers at the swap
-                assert [f.result(timeout=120) for f in in_flight] == [("info", "1.0.0")] * 8
-            assert _renal(_patient_view(client)) == ("warning", "1.1.0")
+                assert [f.result(timeout=120) for f in in_flight] == [("info", OLD_VERSION)] * 8
+            assert _renal(_patient_view(client)) == ("warning", NEW_VERSION)
     finally:
         thread.__exit__(None, None, None)
 
@@ -295,7 +295,7 @@ def test_a_candidate_that_crashes_the_check_process_changes_nothing(service: Any
     assert refused.status_code == 409, refused.text
     assert any("died (signal SIGSEGV)" in issue for issue in refused.json()["issues"]), refused.json()
     assert app.state.cds.holder.current().evaluator is pool and set(pool.pids()) == pids
-    assert _renal(_patient_view(client)) == ("info", "1.0.0")  # the service answers, old rules
+    assert _renal(_patient_view(client)) == ("info", OLD_VERSION)  # the service answers, old rules
     monkeypatch.delenv("CDS_FAULT_INJECT_CRASH_CHECK")
     assert client.post("/admin/reload").status_code == 200  # the same candidate, checked normally
 
@@ -311,7 +311,7 @@ def test_discovery_answers_before_the_workers_are_ready(rulesets: Path, tmp_path
         ready_then = pool.ready_count()
         assert discovery.status_code == 200 and ready_then < 2, ready_then
         with httpx.Client(base_url=thread.url, timeout=120) as client:
-            assert _renal(_patient_view(client)) == ("info", "1.0.0")  # waits for a worker, then answers
+            assert _renal(_patient_view(client)) == ("info", OLD_VERSION)  # waits for a worker, then answers
         assert pool.wait_ready(timeout=120)
     finally:
         thread.__exit__(None, None, None)
