@@ -48,15 +48,19 @@ class BenchReport:
 
     def lines(self) -> list[str]:
         return [
-            f"files: {self.files}, evaluations: {self.evaluations}, cards returned: {self.cards}, errors: {len(self.errors)}",
-            f"latency per patient evaluation (ms): p50 {self.p50_ms:.2f}  p95 {self.p95_ms:.2f}  p99 {self.p99_ms:.2f}  mean {self.mean_ms:.2f}",
+            (f"files: {self.files}, evaluations: {self.evaluations}, cards returned: {self.cards}, "
+             f"errors: {len(self.errors)}"),
+            (f"latency per patient evaluation (ms): p50 {self.p50_ms:.2f}  p95 {self.p95_ms:.2f}  "
+             f"p99 {self.p99_ms:.2f}  mean {self.mean_ms:.2f}"),
             f"throughput (one core, serial): {self.patients_per_second:.1f} patients/s",
             f"peak memory (max RSS): {self.peak_rss_mb:.1f} MB",
             f"evaluation time / json.loads time: median {self.ratio_median:.2f}, total {self.ratio_total:.2f}",
         ] + [f"error: {e}" for e in self.errors]
 
 
-def run_bench(bundle_dir: Path, *, rounds: int = 5, now: str = "2026-11-01T00:00:00Z", engine: Engine | None = None) -> BenchReport:
+def run_bench(
+    bundle_dir: Path, *, rounds: int = 5, now: str = "2026-11-01T00:00:00Z", engine: Engine | None = None
+) -> BenchReport:
     """Evaluate every ``*.json`` in ``bundle_dir`` ``rounds`` times; timings exclude file I/O."""
     engine = engine or Engine.load()
     files = sorted(p for p in bundle_dir.glob("*.json"))

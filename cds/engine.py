@@ -271,7 +271,9 @@ class Engine:
         return build_facts(record, valuesets=self.ruleset.valuesets, labs=self.ruleset.labs,
                            catalog=self.ruleset.catalog, now=now, matcher=self._matcher)
 
-    def evaluate_record(self, record: PatientRecord, *, now: datetime | str | None = None, started: float | None = None) -> Evaluation:
+    def evaluate_record(
+        self, record: PatientRecord, *, now: datetime | str | None = None, started: float | None = None
+    ) -> Evaluation:
         started = started if started is not None else time.perf_counter()
         instant = parse_now(now)  # a datetime is normalised to aware UTC too
         try:

@@ -43,7 +43,7 @@ class _Conversion:
 
 
 def _factor(f: float, source: str) -> _Conversion:
-    return _Conversion(lambda v, f=f: v * f, source)
+    return _Conversion(lambda v: v * f, source)
 
 
 _IDENTITY = "identity"

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -223,6 +223,12 @@ class ValueSet(BaseModel):
 
     _matcher: _Matcher = PrivateAttr()
 
+    if TYPE_CHECKING:
+        # pydantic declares this ``dict | None`` (None on models without private attributes); this
+        # model has one (``_matcher``), so after construction it is always the dict the fast
+        # accessors below read.
+        __pydantic_private__: dict[str, Any]
+
     @field_validator("codes", "exclude_codes", mode="before")
     @classmethod
     def _pairs_to_uris(cls, value: Any) -> Any:
@@ -314,7 +320,7 @@ class _Matcher:
         self.excl_prefixes = _group_prefixes(vs.exclude_prefixes)
         self.names_re = _compile_alternation(vs.names)
         self.excl_names_re = _compile_alternation(vs.exclude_names)
-        self._text_cache: dict[str, bool] = {}
+        self._text_cache: dict[str, tuple[bool, bool]] = {}
 
     def _key(self) -> tuple[Any, ...]:
         return (self.codes, self.prefixes, self.excl_codes, self.excl_prefixes, self.names_re, self.excl_names_re)

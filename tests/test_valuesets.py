@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from cds.valuesets import (
@@ -621,7 +622,7 @@ def test_value_set_is_immutable_and_constructible_directly() -> None:
     )
     assert direct.matches_coding(ICD10CM, "E881")
     assert direct.matches_text("FOO bar")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         direct.id = "y"  # type: ignore[misc]
     with pytest.raises(ValueError, match="ICD"):
         ValueSet(id="x", title="X", kind="condition", prefixes=[("LOINC", "1")])

@@ -384,8 +384,8 @@ def _dose(tokens: list[_Token], i: int, line: str) -> tuple[dict[str, Any], int]
     if i < len(tokens) and tokens[i].text.upper() in TIMING_CODES:
         dosage["timing"] = {"code": {"coding": [{"system": TIMING_SYSTEM, "code": tokens[i].text.upper()}]}}
         i += 1
-    elif i < len(tokens) and _PER_DAY.match(tokens[i].text):
-        per_day = int(_PER_DAY.match(tokens[i].text).group(1))  # type: ignore[union-attr]
+    elif i < len(tokens) and (per_day_match := _PER_DAY.match(tokens[i].text)):
+        per_day = int(per_day_match.group(1))
         dosage["timing"] = {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}
         i += 1
     else:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from cds._exceptions import CDSError, RulesetError
-from cds.authoring.gate import validate_ruleset
 from cds.engine import Engine
 from cds.rules.loader import load_ruleset
 

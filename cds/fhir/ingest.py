@@ -327,7 +327,7 @@ def ingest(payload: Any, *, hook: str | None = None, where: str = "input") -> Pa
     elif hook != "patient-view":
         # A bare Bundle evaluated for an order hook: its draft requests are the orders being placed.
         for rtype in ("MedicationRequest", "DeviceRequest", "SupplyRequest", "ServiceRequest"):
-            kept = []
+            kept: list[dict[str, Any]] = []
             for resource in resources.get(rtype, []):
                 (draft_orders if resource.get("status") == "draft" else kept).append(resource)
             if rtype in resources:

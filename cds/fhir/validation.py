@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cds._exceptions import InvalidResourceError
 
 __all__ = ["resource_label", "validate_resource"]
 
-_MODEL_CACHE: dict[str, type] = {}
+_MODEL_CACHE: dict[str, type[BaseModel]] = {}
 
 
 def resource_label(resource: dict[str, Any]) -> str:
@@ -26,7 +26,7 @@ def resource_label(resource: dict[str, Any]) -> str:
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
 
 
-def _model_for(resource_type: str) -> type:
+def _model_for(resource_type: str) -> type[BaseModel]:
     model = _MODEL_CACHE.get(resource_type)
     if model is None:
         try:

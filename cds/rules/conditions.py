@@ -139,7 +139,8 @@ class Compare(Node):
         result = _apply(self.op, actual, self.value)
         if result:
             return True, None
-        shown_actual = fmt_number(actual) if isinstance(actual, (int, float)) and not isinstance(actual, bool) else str(actual).lower()
+        is_number = isinstance(actual, (int, float)) and not isinstance(actual, bool)
+        shown_actual = fmt_number(actual) if is_number else str(actual).lower()
         return False, f"{self.describe()} is false: {self.fact} = {shown_actual}"
 
     def evaluate_negated(self, values: dict[str, Any]) -> tuple[bool, str | None]:
@@ -534,7 +535,9 @@ class ConditionParser:
         bounded = f"{fact}_high" in self.catalog and f"{fact}_unreadable" in self.catalog
         return Compare(fact, op, value, "number", shown, bounded=bounded)
 
-    def _to_fact_unit(self, fact: str, spec: FactSpec, number: float, unit: str | None, location: tuple[str | int, ...]) -> float | None:
+    def _to_fact_unit(
+        self, fact: str, spec: FactSpec, number: float, unit: str | None, location: tuple[str | int, ...]
+    ) -> float | None:
         if spec.quantity:
             if unit is None:
                 self._fail(location, f"threshold for {fact!r} has no unit (facts are in {spec.unit})")

@@ -92,7 +92,7 @@ def build_requests(bundle: dict[str, Any], hook: str, templates: dict[str, str])
         context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
         if hook == "order-select":
             context["selections"] = [f"MedicationRequest/{draft['id']}"]
-    prefetch: dict[str, Any] = {key: None for key in templates}
+    prefetch: dict[str, Any] = dict.fromkeys(templates)
     prefetch["bundle"] = bundle
     return {"hook": hook, "hookInstance": _INSTANCE, "context": context, "prefetch": prefetch}
 
@@ -207,8 +207,8 @@ def run_benchmark(
 def _level_report(level: int, results: list[tuple[str, float, int, int]], wall: float,
                   hooks: Sequence[str]) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {hook: [] for hook in hooks}
-    errors: dict[str, int] = {hook: 0 for hook in hooks}
-    cards: dict[str, int] = {hook: 0 for hook in hooks}
+    errors: dict[str, int] = dict.fromkeys(hooks, 0)
+    cards: dict[str, int] = dict.fromkeys(hooks, 0)
     for hook, ms, status, n_cards in results:
         latencies[hook].append(ms)
         if status != 200:
@@ -242,8 +242,8 @@ def _baseline(bundles: list[dict[str, Any]], hooks: Sequence[str], rulesets: Pat
 def format_levels(report: dict[str, Any]) -> str:
     """One line per client level: requests/s and p50/p95/p99 over every hook."""
     workers = report.get("workers") or "server default"
-    lines = [f"{report['bundles']} Synthea bundles x {len(report['hooks'])} hooks x {report['iterations']} "
-             f"iterations per level, engine workers: {workers}",
+    lines = [(f"{report['bundles']} Synthea bundles x {len(report['hooks'])} hooks x {report['iterations']} "
+              f"iterations per level, engine workers: {workers}"),
              f"{'clients':>8}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"]
     for run in report["levels"]:
         row = run["all"]
@@ -255,11 +255,11 @@ def format_levels(report: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     if len(report.get("levels", [])) > 1:
         return format_levels(report)
-    lines = [f"{report['bundles']} Synthea bundles x {report['iterations']} iterations, "
-             f"{report['concurrency']} client(s): {report['requests']} requests in {report['seconds']:.1f} s "
-             f"= {report['requests_per_s']:.1f} requests/s",
-             f"{'hook':<14}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean':>9}{'max':>9}{'errors':>8}"
-             f"{'engine p50':>12}"]
+    lines = [(f"{report['bundles']} Synthea bundles x {report['iterations']} iterations, "
+              f"{report['concurrency']} client(s): {report['requests']} requests in {report['seconds']:.1f} s "
+              f"= {report['requests_per_s']:.1f} requests/s"),
+             (f"{'hook':<14}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean':>9}{'max':>9}{'errors':>8}"
+              f"{'engine p50':>12}")]
     for hook, row in report["hooks"].items():
         engine = report.get("engine_only", {}).get(hook, {}).get("p50")
         engine_text = "-" if engine is None else f"{engine:.1f}"

@@ -123,25 +123,26 @@ def record_feedback(
             if card is None:
                 outcome.unknown_cards.append(item.card)
             reason = item.overrideReason.reason if item.overrideReason and item.overrideReason.reason else None
-            values = dict(
-                dedup_key=_dedup_key(service_id, item),
-                received_at=received_at,
-                service_id=service_id,
-                card_uuid=item.card,
-                rule_id=card.rule_id if card else None,
-                rule_version=card.rule_version if card else None,
-                call_id=card.call_id if card else None,
-                outcome=item.outcome,
-                accepted_suggestions=[s.id for s in item.acceptedSuggestions or []],
-                override_system=reason.system if reason else None,
-                override_code=reason.code if reason else None,
-                override_display=reason.display if reason else None,
-                override_comment=item.overrideReason.userComment if item.overrideReason else None,
-                outcome_timestamp=item.outcomeTimestamp.astimezone(UTC),
-                item=item.model_dump(mode="json", exclude_none=True),
-                client_iss=client_iss,
-            )
-            table = FeedbackRecord.__table__
+            values: dict[str, Any] = {
+                "dedup_key": _dedup_key(service_id, item),
+                "received_at": received_at,
+                "service_id": service_id,
+                "card_uuid": item.card,
+                "rule_id": card.rule_id if card else None,
+                "rule_version": card.rule_version if card else None,
+                "call_id": card.call_id if card else None,
+                "outcome": item.outcome,
+                "accepted_suggestions": [s.id for s in item.acceptedSuggestions or []],
+                "override_system": reason.system if reason else None,
+                "override_code": reason.code if reason else None,
+                "override_display": reason.display if reason else None,
+                "override_comment": item.overrideReason.userComment if item.overrideReason else None,
+                "outcome_timestamp": item.outcomeTimestamp.astimezone(UTC),
+                "item": item.model_dump(mode="json", exclude_none=True),
+                "client_iss": client_iss,
+            }
+            # The Table itself, from the metadata: ``__table__`` is only typed as a FromClause.
+            table = FeedbackRecord.metadata.tables[FeedbackRecord.__tablename__]
             statement = (insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
                          .returning(table.c.id))
             if session.execute(statement).first() is not None:

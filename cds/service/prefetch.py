@@ -102,6 +102,8 @@ async def complete_prefetch(
         for key in to_page:
             result.notes.append(f"prefetch.{key} is paginated but there is no fhirServer: first page only")
         to_page = {}
+    if not fhir_server:  # nothing is left to fetch: a missing value without a server raised above
+        return result
 
     async def fetch_one(key: str, relative: str) -> None:
         try:

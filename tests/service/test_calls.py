@@ -12,7 +12,6 @@ from svc_support import (
     draft_medication_request,
     full_prefetch,
     hook_request,
-    observation,
     patient_resources,
 )
 
@@ -122,7 +121,7 @@ def test_a_paginated_prefetch_is_completed_from_the_server(service, fhir):
 
 
 def test_null_prefetch_without_server_means_no_data(service):
-    prefetch = {key: None for key in templates(service)}
+    prefetch = dict.fromkeys(templates(service))
     response = service.client.post("/cds-services/sir-patient-view",
                                    json=hook_request("patient-view", "p6", prefetch=prefetch))
     assert response.status_code == 200

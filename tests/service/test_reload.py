@@ -137,7 +137,8 @@ OLD_VERSION, NEW_VERSION = "1.1.0", "1.2.0"
 def _bump_version(rulesets: Path) -> None:
     path = rulesets / "rules" / "metformin-renal.yaml"
     text = path.read_text().replace(f"version: {OLD_VERSION}", f"version: {NEW_VERSION}", 1)
-    text = text.replace("changelog:\n", f'changelog:\n  - {{version: "{NEW_VERSION}", date: "2026-12-02", change: "threshold 35 (test)"}}\n', 1)
+    entry = f'  - {{version: "{NEW_VERSION}", date: "2026-12-02", change: "threshold 35 (test)"}}\n'
+    text = text.replace("changelog:\n", "changelog:\n" + entry, 1)
     path.write_text(text)
 
 

@@ -27,7 +27,11 @@ def run_migrations_online() -> None:
     if engine is None:
         from cds.service.db import make_engine
 
-        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic: no connection, engine or sqlalchemy.url given; run the migrations "
+                               "through cds.service.db.migrate, which sets them")
+        engine = make_engine(url)
     with engine.begin() as conn:
         _run(conn)
 
