@@ -85,7 +85,8 @@ def provenance(fact: str, facts: PatientFacts, ruleset: RuleSet) -> str | None:
             lab_name = base.removesuffix(suffix)
             lab_name = "alt" if lab_name == "alt_x_uln" else lab_name
             if lab_name in facts.unreadable:
-                return str(facts.unreadable[lab_name]) + f" [{facts.unreadable[lab_name].reason}], {facts.unreadable[lab_name].resource}"
+                bad = facts.unreadable[lab_name]
+                return f"{bad} [{bad.reason}], {bad.resource}"
             if lab_name in facts.labs:
                 return f"{facts.labs[lab_name].describe()}, {facts.labs[lab_name].resource}"
     if base in facts.labs:
