@@ -85,7 +85,8 @@ def provenance(fact: str, facts: PatientFacts, ruleset: RuleSet) -> str | None:
             lab_name = base.removesuffix(suffix)
             lab_name = "alt" if lab_name == "alt_x_uln" else lab_name
             if lab_name in facts.unreadable:
-                return str(facts.unreadable[lab_name]) + f" [{facts.unreadable[lab_name].reason}], {facts.unreadable[lab_name].resource}"
+                bad = facts.unreadable[lab_name]
+                return f"{bad} [{bad.reason}], {bad.resource}"
             if lab_name in facts.labs:
                 return f"{facts.labs[lab_name].describe()}, {facts.labs[lab_name].resource}"
     if base in facts.labs:
@@ -104,6 +105,29 @@ def provenance(fact: str, facts: PatientFacts, ruleset: RuleSet) -> str | None:
     if items:
         return "; ".join(f"{item.describe()} {item.resource}" for item in items)
     return None
+
+
+def tdd_summary(insulin: Any) -> str:
+    """The insulin total daily dose as the cards show it (pathways.md 1: whole units, U/kg to one decimal).
+
+    A TDD with an unquantifiable dosage is not "unknown" when part of it is known: it is "at least N"
+    (``insulin_tdd_at_least``), which decides "TDD > T" but never "TDD <= T" (catalogue v3 change 7).
+    """
+    def units(value: float | None) -> str:
+        return "unknown" if value is None else f"{round(value)} U/day"
+
+    def per_kg(value: float | None) -> str:
+        return "U/kg/day unknown (no weight in 12 months)" if value is None else f"{value:.1f} U/kg/day"
+
+    if insulin.tdd is not None:
+        text = f"TDD {units(insulin.tdd)}, {per_kg(insulin.per_kg)}"
+    elif insulin.tdd_at_least is not None:
+        text = (f"TDD at least {units(insulin.tdd_at_least)} (incomplete: a dosage could not be quantified), "
+                + ("at least " if insulin.per_kg_at_least is not None else "") + per_kg(insulin.per_kg_at_least))
+    else:
+        text = "TDD unknown (no dosage could be quantified)"
+    drafts = "unknown" if insulin.tdd_with_drafts is None else units(insulin.tdd_with_drafts)
+    return f"{text}; with drafted orders {drafts}"
 
 
 def _unit(fact: str, ruleset: RuleSet) -> str:
@@ -138,6 +162,8 @@ def _undecided_reason(node: Compare, facts: PatientFacts) -> str | None:
 
 def _compare_reason(node: Compare, values: dict[str, Any], facts: PatientFacts, ruleset: RuleSet) -> str:
     if node.fact == "hook":
+        if node.op == "ne":
+            return f"hook is {values.get('hook')}, this branch is for the other hooks (not {node.shown})"
         return f"hook is {values.get('hook')}, this card is for {node.shown}"
     if node.bounded and node.kind == "number":
         undecided = _undecided_reason(node, facts)
@@ -149,6 +175,10 @@ def _compare_reason(node: Compare, values: dict[str, Any], facts: PatientFacts, 
         text = f"{node.label or node.fact} is not known (needed: {node.describe()})"
         if node.fact.startswith("insulin_") and facts.insulin.unknown_reasons:
             text += "; " + "; ".join(facts.insulin.unknown_reasons)
+        if node.fact in ("insulin_tdd", "insulin_tdd_with_drafts", "insulin_u_per_kg", "insulin_u_per_kg_at_least") and (
+                facts.insulin.tdd_at_least is not None):
+            # a lower bound is known: say so (it decides "> T" rules, never "<= T")
+            text += f"; {tdd_summary(facts.insulin)}"
         stale = facts.last_labs.get(node.fact)
         if stale is not None:
             text += f"; latest ever is {stale.describe()} ({stale.resource}), outside the look-back"
@@ -306,8 +336,7 @@ def _facts_lines(facts: PatientFacts, ruleset: RuleSet, *, all_facts: bool) -> l
                     out.append(f"    {vs_id}: {item.describe()}  [{item.resource}]")
     insulin = facts.insulin
     if insulin.items or insulin.unknown_reasons or insulin.tdd is not None:
-        out.append(f"  insulin: TDD {fmt_number(insulin.tdd)} U/d, with drafts {fmt_number(insulin.tdd_with_drafts)} U/d, "
-                   f"{fmt_number(insulin.per_kg)} U/kg/d")
+        out.append(f"  insulin: {tdd_summary(insulin)}")
         out += [f"    {item}" for item in insulin.items]
         out += [f"    unknown: {reason}" for reason in insulin.unknown_reasons]
     if facts.bmi_z is not None:

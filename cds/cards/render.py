@@ -25,7 +25,7 @@ __all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "create_resource", "parse_template",
 
 TEMPLATE_NAMES = frozenset({
     "patient", "lab", "last", "fact", "t", "conditions", "medications", "allergies", "procedures",
-    "devices", "insulin", "bmi_source", "bmi_z", "now", "drafts", "notes", "rule", "unreadable",
+    "devices", "insulin", "bmi_source", "bmi_z", "now", "drafts", "notes", "rule", "unreadable", "shown",
 })
 DEFAULT_OVERRIDE_REASONS = [
     Coding(system=OVERRIDE_REASON_SYSTEM, code="not-applicable",
@@ -38,6 +38,10 @@ DEFAULT_OVERRIDE_REASONS = [
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["num"] = lambda v: fmt_number(v) if isinstance(v, (int, float)) else str(v)
+# pathways.md 2 "doses in whole units" and 1 "U/kg to one decimal": {{ fact.insulin_tdd|units }},
+# {{ fact.insulin_u_per_kg|ukg }}; anything not a number prints as itself ("not recorded")
+_ENV.filters["units"] = lambda v: fmt_number(round(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+_ENV.filters["ukg"] = lambda v: f"{v:.1f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
 def parse_template(template: str) -> Any:
@@ -84,6 +88,40 @@ class _View:
         return self.__getattr__(name)
 
 
+class _Shown:
+    """``{{ shown.alt_x_uln }}``: a bounded fact as written, for card text (pathways.md 1 Comparators).
+
+    ``fact.x|num`` prints "not recorded" for a bound (the point fact is unset when only a bound is
+    known), so a deciding ALT ">500" showed as "not recorded x ULN". This prints the point ("12.5"),
+    the bound (">12.5", "<=0.4"), an interval ("0.2-0.5", unit not stated), "could not be read", or
+    "not recorded" from the flat ``<fact>``/``_low``/``_high``/``_unreadable`` values.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        v = self._values
+        point = v.get(name)
+        if isinstance(point, (int, float)) and not isinstance(point, bool):
+            return fmt_number(point)
+        if v.get(f"{name}_unreadable"):
+            return "could not be read"
+        low, high = v.get(f"{name}_low"), v.get(f"{name}_high")
+        if low is not None and high is not None:
+            return fmt_number(low) if low == high else f"{fmt_number(low)}-{fmt_number(high)}"
+        if low is not None:
+            return (">=" if v.get(f"{name}_low_inclusive") else ">") + fmt_number(low)
+        if high is not None:
+            return ("<=" if v.get(f"{name}_high_inclusive") else "<") + fmt_number(high)
+        return "not recorded"
+
+    def __getitem__(self, name: str) -> str:
+        return self.__getattr__(name)
+
+
 class Threshold:
     def __init__(self, value: float, unit: str | None) -> None:
         self.value, self.unit = value, unit
@@ -116,6 +154,7 @@ def template_context(facts: PatientFacts, thresholds: dict[str, Any], rule: Any)
         # pathways.md 1 (Three states): {{ unreadable.egfr }} -> "eGFR of 2026-10-01 could not be
         # read ('see report')"; falsy NotRecorded when the fact was readable or absent
         "unreadable": _View(facts.unreadable, NotRecorded),
+        "shown": _Shown(facts.values),
     }
 
 

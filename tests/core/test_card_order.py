@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cds.cards.models import Card, Coding, Source
 from cds.cards.order import card_sort_key, is_safety_rule
-from tests.core.conftest import BMI, NYHA, SNOMED, bundle, cond, dosage, medreq, obs, patient
+from tests.core.conftest import ALT, BMI, NYHA, SNOMED, bundle, cond, dosage, medreq, obs, patient
 
 
 def _card(rule_id: str, indicator: str) -> Card:
@@ -42,6 +42,7 @@ def test_engine_puts_a_safety_warning_before_an_earlier_rule_s_warning(engine, e
         medreq("311041", display="insulin glargine 100 UNT/ML", dosages=[dosage(30, frequency=1, period=1, period_unit="d")]),
         cond("237652003", display="Insulin resistance - type B"),                    # type-b-immunosuppression warning
         obs(BMI, 24, "kg/m2", 20),
+        obs(ALT, 30, "U/L", 20),  # active pioglitazone needs a recent ALT, else safety-data-needed warns too
         pt=patient(45),
     )
     evaluation = evaluate(payload)

@@ -318,7 +318,8 @@ def test_hydrocortisone_40_mg_a_day_is_a_glucocorticoid(facts) -> None:
 
 
 def test_hydrocortisone_of_unknown_dose_with_addisons_is_replacement(facts) -> None:
-    result = facts(medreq(None, text="Hydrocortisone tablets"), cond("E27.1", ICD10, display="Primary adrenocortical insufficiency"))
+    result = facts(medreq(None, text="Hydrocortisone tablets"),
+                   cond("E27.1", ICD10, display="Primary adrenocortical insufficiency"))
     assert result.values["hydrocortisone_replacement"] is True
     assert result.values["glucocorticoid_systemic_non_replacement"] is False
 
