@@ -199,13 +199,17 @@ def create_resource(template: dict[str, Any], facts: PatientFacts, context: dict
     return resource
 
 
-def _actions(spec: Any, facts: PatientFacts, raw_requests: dict[str, dict[str, Any]], context: dict[str, Any], where: str) -> list[Action]:
+def _actions(
+    spec: Any, facts: PatientFacts, raw_requests: dict[str, dict[str, Any]], context: dict[str, Any], where: str
+) -> list[Action]:
     actions: list[Action] = []
     for action in spec.actions:
         description = render_text(action.description, context, where) if action.description else None
         if action.create is not None:
             resource = create_resource(action.create, facts, context, where)
-            actions.append(Action(type="create", description=description or f"Create {resource['resourceType']}", resource=resource))
+            actions.append(
+                Action(type="create", description=description or f"Create {resource['resourceType']}", resource=resource)
+            )
         elif action.delete_drafts is not None:
             for resource_id in facts.draft_ids.get(action.delete_drafts, []):
                 actions.append(Action(type="delete", description=description or f"Remove the drafted order {resource_id}",

@@ -72,7 +72,8 @@ def fact_catalog(valuesets: dict[str, Any], labs: LabCatalog) -> dict[str, FactS
         FactSpec(name="insulin_u500_dose_in_ml", type="bool",
                  description="an active or drafted U-500 dose written in mL or syringe markings rather than units"),
         FactSpec(name="insulin_pump", type="bool",
-                 description="insulin pump use: a basal rate on a non-IV route, pump/CSII text, or an active insulin pump device"),
+                 description="insulin pump use: a basal rate on a non-IV route, pump/CSII text, "
+                             "or an active insulin pump device"),
         FactSpec(name="insulin_u500_pump", type="bool",
                  description="an active or drafted U-500 product with insulin pump use"),
         *MEDICATION_FACT_SPECS,
@@ -342,9 +343,9 @@ def build_facts(
         elif vs.kind == "device":
             values[fact_key(vs_id, "active")] = bool(coded.devices.get(vs_id))
 
-    nyha, nyha_item = find_nyha_class(record, now)
+    nyha = find_nyha_class(record, now)
     if nyha is not None:
-        values["nyha_class"] = nyha
+        values["nyha_class"], nyha_item = nyha
         facts.conditions["nyha"] = [nyha_item]
     pregnancy = find_pregnancy_observation(record, valuesets, now)
     values["pregnancy_observation"] = pregnancy.pregnant

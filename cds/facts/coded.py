@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from cds.facts.dosage import medication_ended
+from cds.facts.dosage import json_object, medication_ended
 from cds.facts.matching import ConceptMatcher
 from cds.facts.models import CodedItem
 from cds.fhir.dates import parse_fhir_datetime
@@ -72,7 +72,8 @@ def _resolve(record: PatientRecord, ref: Any, containers: list[dict[str, Any]]) 
     if ref.startswith("#"):
         for container in containers:
             for contained in container.get("contained") or []:
-                if isinstance(contained, dict) and contained.get("id") == ref[1:] and contained.get("resourceType") == "Medication":
+                if (isinstance(contained, dict) and contained.get("id") == ref[1:]
+                        and contained.get("resourceType") == "Medication"):
                     return contained
         return None
     return record.medications_by_ref.get(ref)
@@ -135,7 +136,7 @@ class CodedFacts:
 
 
 def _condition_date(resource: dict[str, Any]) -> datetime | None:
-    period = resource.get("onsetPeriod") if isinstance(resource.get("onsetPeriod"), dict) else {}
+    period = json_object(resource.get("onsetPeriod"))
     for raw in (resource.get("recordedDate"), resource.get("onsetDateTime"), period.get("start")):
         parsed = parse_fhir_datetime(raw)
         if parsed is not None:
@@ -254,8 +255,8 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
         record.validate(resource)
         if _status(resource.get("verificationStatus")) in EXCLUDED_VERIFICATION:
             continue
-        clinical = _status(resource.get("clinicalStatus"))
-        if clinical not in (None, "active"):
+        allergy_clinical = _status(resource.get("clinicalStatus"))
+        if allergy_clinical not in (None, "active"):
             continue
         for vs_id in hits:
             facts.allergies.setdefault(vs_id, []).append(
@@ -263,7 +264,7 @@ def collect_coded(record: PatientRecord, matcher: ConceptMatcher, now: datetime)
                     valueset=vs_id,
                     resource=resource_label(resource),
                     display=concept_display(concept),
-                    status=clinical or "active (no clinicalStatus)",
+                    status=allergy_clinical or "active (no clinicalStatus)",
                     date=parse_fhir_datetime(resource.get("recordedDate")),
                 )
             )

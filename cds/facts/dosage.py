@@ -14,13 +14,19 @@ from typing import Any
 
 from cds.fhir.dates import parse_fhir_datetime
 
-__all__ = ["dosage_ended", "dosages_of", "medication_ended"]
+__all__ = ["dosage_ended", "dosages_of", "json_object", "medication_ended"]
 
 # UCUM duration units of Timing.repeat.boundsDuration, in days
 _DURATION_DAYS = {
     "s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30.4375, "a": 365.25,
     "day": 1, "days": 1, "week": 7, "weeks": 7, "month": 30.4375, "months": 30.4375, "year": 365.25,
 }
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: a missing or malformed element reads as absent
+    (typed, so that ``json_object(x).get(...)`` chains are checked instead of going through ``Any | None``)."""
+    return value if isinstance(value, dict) else {}
 
 
 def dosages_of(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,7 +36,7 @@ def dosages_of(resource: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _authored(resource: dict[str, Any]) -> datetime | None:
-    period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
+    period = json_object(resource.get("effectivePeriod"))
     return parse_fhir_datetime(
         resource.get("authoredOn") or resource.get("effectiveDateTime") or period.get("start")
     )
@@ -38,8 +44,7 @@ def _authored(resource: dict[str, Any]) -> datetime | None:
 
 def dosage_ended(dosage: dict[str, Any], resource: dict[str, Any], now: datetime) -> datetime | None:
     """The end of this dosage's period when it is before ``now``, else None (open, current or unknown)."""
-    timing = dosage.get("timing") if isinstance(dosage.get("timing"), dict) else {}
-    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    repeat = json_object(json_object(dosage.get("timing")).get("repeat"))
     bounds = repeat.get("boundsPeriod")
     if isinstance(bounds, dict):
         end = parse_fhir_datetime(bounds.get("end"))
@@ -60,7 +65,7 @@ def dosage_ended(dosage: dict[str, Any], resource: dict[str, Any], now: datetime
 def medication_ended(resource: dict[str, Any], now: datetime) -> datetime | None:
     """When the whole record ended before ``now``: its validity / effective period, or every dosage
     period. None when it is (or may be) current. A record with no dosage is judged by its periods only."""
-    dispense = resource.get("dispenseRequest") if isinstance(resource.get("dispenseRequest"), dict) else {}
+    dispense = json_object(resource.get("dispenseRequest"))
     periods = [dispense.get("validityPeriod")]
     if resource.get("resourceType") == "MedicationStatement":
         periods.append(resource.get("effectivePeriod"))

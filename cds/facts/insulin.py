@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cds.facts.dosage import dosage_ended, dosages_of
+from cds.facts.dosage import dosage_ended, dosages_of, json_object
 from cds.facts.models import InsulinDose, LabValue, fmt_number
 from cds.fhir.validation import resource_label
 from cds.units import UnitError, convert
@@ -96,7 +96,9 @@ def _is_intravenous(dosage: dict[str, Any]) -> bool:
 _ML_UNITS = frozenset({"ml", "milliliter", "millilitre", "milliliters", "millilitres", "cc", "cm3"})
 _HOUR_UNITS = {"h": 1.0, "hr": 1.0, "hour": 1.0, "hours": 1.0, "min": 1 / 60, "d": 24.0, "day": 24.0}
 # pathways.md 1: known concentrations U-100, U-200, U-300, U-500 and insulin icodec 700 U/mL
-_CONCENTRATION_RE = re.compile(r"\bU[- ]?(100|200|300|500)\b|\b(100|200|300|500|700)\s*(?:UNT|units?|IU|U)\s*/\s*mL\b", re.IGNORECASE)
+_CONCENTRATION_RE = re.compile(
+    r"\bU[- ]?(100|200|300|500)\b|\b(100|200|300|500|700)\s*(?:UNT|units?|IU|U)\s*/\s*mL\b", re.IGNORECASE
+)
 _ICODEC_RE = re.compile(r"\bicodec\b|\bAwiqli\b", re.IGNORECASE)
 _TOUJEO_RE = re.compile(r"\bToujeo\b", re.IGNORECASE)
 
@@ -137,9 +139,10 @@ class DoseAccount:
 
 def _quantity_units(quantity: Any, concentration: float | None) -> tuple[float | None, bool, str | None]:
     """(units, in_ml, why_not) of a dose quantity."""
-    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), (int, float)) or isinstance(quantity.get("value"), bool):
+    raw_value = quantity.get("value") if isinstance(quantity, dict) else None
+    if not isinstance(quantity, dict) or not isinstance(raw_value, (int, float)) or isinstance(raw_value, bool):
         return None, False, "no dose"
-    value = float(quantity["value"])
+    value = float(raw_value)
     for unit in (quantity.get("code"), quantity.get("unit")):
         try:
             return convert(value, unit, "insulin_dose"), False, None
@@ -207,8 +210,7 @@ def _rate_u_per_hour(dosage: dict[str, Any]) -> tuple[float | None, bool]:
 
 def _segment_hours(dosage: dict[str, Any]) -> float | None:
     """Hours of the day a basal rate runs when its timing says so (``repeat.duration``), else None."""
-    timing = dosage.get("timing") if isinstance(dosage.get("timing"), dict) else {}
-    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    repeat = json_object(json_object(dosage.get("timing")).get("repeat"))
     duration = repeat.get("duration")
     unit = _HOUR_UNITS.get(str(repeat.get("durationUnit") or "").lower())
     if isinstance(duration, (int, float)) and unit and duration > 0:
@@ -217,8 +219,7 @@ def _segment_hours(dosage: dict[str, Any]) -> float | None:
 
 
 def _segment_start(dosage: dict[str, Any]) -> float | None:
-    timing = dosage.get("timing") if isinstance(dosage.get("timing"), dict) else {}
-    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    repeat = json_object(json_object(dosage.get("timing")).get("repeat"))
     times = repeat.get("timeOfDay") or []
     if isinstance(times, list) and len(times) == 1 and isinstance(times[0], str):
         match = re.match(r"^(\d{1,2}):(\d{2})", times[0])
@@ -233,14 +234,16 @@ def _basal_units(rates: list[tuple[float, dict[str, Any]]]) -> tuple[float, str]
         rate, dosage = rates[0]
         hours = _segment_hours(dosage) or 24.0
         return rate * hours, f"{fmt_number(rate)} U/h x {fmt_number(hours)} h"
-    hours = [_segment_hours(d) for _r, d in rates]
-    if all(h is not None for h in hours):
-        total = sum(r * (h or 0) for (r, _d), h in zip(rates, hours))
-        return total, " + ".join(f"{fmt_number(r)} U/h x {fmt_number(h or 0)} h" for (r, _d), h in zip(rates, hours))
-    starts = [_segment_start(d) for _r, d in rates]
-    if all(s is not None for s in starts) and len(set(starts)) == len(starts):
+    # Each list keeps only the known values: it is complete (one per segment) or that way is not used.
+    segment_hours = [h for _r, d in rates if (h := _segment_hours(d)) is not None]
+    if len(segment_hours) == len(rates):
+        total = sum(r * h for (r, _d), h in zip(rates, segment_hours))
+        return total, " + ".join(f"{fmt_number(r)} U/h x {fmt_number(h)} h" for (r, _d), h in zip(rates, segment_hours))
+    starts = [s for _r, d in rates if (s := _segment_start(d)) is not None]
+    if len(starts) == len(rates) and len(set(starts)) == len(starts):
         ordered = sorted(zip(starts, (r for r, _d in rates)))
-        total, parts = 0.0, []
+        total = 0.0
+        parts: list[str] = []
         for i, (start, rate) in enumerate(ordered):
             end = ordered[i + 1][0] if i + 1 < len(ordered) else ordered[0][0] + 24
             span = (end - start) % 24 or 24.0
@@ -351,7 +354,8 @@ def compute_insulin_dose(
         if account.pump_rate:
             result.pump_resources.append(label)
         if account.quantified or account.complete:
-            result.items.append(f"{label}: {' + '.join(account.parts) or 'no scheduled doses'} = {fmt_number(account.units)} U/day"
+            parts = " + ".join(account.parts) or "no scheduled doses"
+            result.items.append(f"{label}: {parts} = {fmt_number(account.units)} U/day"
                                 + ("" if account.complete else " (known part)"))
         if not account.complete:
             complete = False

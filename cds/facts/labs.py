@@ -87,10 +87,12 @@ class LabCatalog:
         found: list[tuple[str, re.Pattern[str] | None]] = []
         for coding in (observation.get("code") or {}).get("coding") or []:
             if isinstance(coding, dict):
-                system = coding.get("system")
-                hits = self.by_code.get((system, coding.get("code")))
-                if hits is None and isinstance(system, str):  # urn:oid / alias spellings of LOINC
-                    hits = self.by_code.get((canonical_system(system), coding.get("code")))
+                system, code = coding.get("system"), coding.get("code")
+                if not isinstance(system, str) or not isinstance(code, str):
+                    continue  # the index holds (system, code) strings only: nothing else can match
+                hits = self.by_code.get((system, code))
+                if hits is None and (canonical := canonical_system(system)) is not None:  # urn:oid / alias spellings
+                    hits = self.by_code.get((canonical, code))
                 found.extend(hits or ())
         return found
 
@@ -322,7 +324,8 @@ def read_observation(definition: LabDefinition, observation: dict[str, Any], whe
     except (TypeError, ValueError) as exc:
         return unreadable(str(exc))
     written_unit = (quantity.get("unit") or quantity.get("code")) if isinstance(quantity, dict) else unit
-    unchanged = comp is None and abs(value - number) < 1e-9 and normalise_unit_text(written_unit) == normalise_unit_text(definition.unit)
+    unchanged = (comp is None and abs(value - number) < 1e-9
+                 and normalise_unit_text(written_unit) == normalise_unit_text(definition.unit))
     original = "" if unchanged else (raw if not isinstance(quantity, dict) else
                                      f"{comparator or ''}{_fmt_raw(number)} {written_unit or 'no unit'}".strip())
     high_ref = None
@@ -466,12 +469,14 @@ def select_labs(
             if not readable:
                 continue
             chosen = lowest(readable) if definition.same_date == "lowest" else readable[0]
-            if not decided and in_window and name in unreadable and unreadable[name].date is not None \
-                    and unreadable[name].date.date() == day:
+            pending = unreadable.get(name)
+            if not decided and in_window and pending is not None and pending.date is not None \
+                    and pending.date.date() == day:
                 # same date as a readable value: the readable one decides (said in the explanation)
                 stale = unreadable.pop(name)
-                ignored.append(IgnoredValue(fact=name, resource=stale.resource,
-                                            reason=f"could not be read ({stale.raw!r}); a readable value of the same date is used"))
+                ignored.append(IgnoredValue(
+                    fact=name, resource=stale.resource,
+                    reason=f"could not be read ({stale.raw!r}); a readable value of the same date is used"))
             if not decided and in_window and name not in unreadable:
                 recent[name] = chosen
             last[name] = chosen
@@ -519,9 +524,11 @@ def _select_min(definition: LabDefinition, items: list[tuple[datetime, dict[str,
         return
     if first_unreadable is not None:
         # an unreadable glucose may have been the lowest: the readable minimum is only an upper bound
-        ignored.append(IgnoredValue(fact=name, resource=first_unreadable.resource,
-                                    reason=f"could not be read ({first_unreadable.raw!r}); the lowest readable value is an upper bound only"))
-        best = best.model_copy(update={"low": None, "comparator": best.comparator if best.is_bound and best.low is None else "<="})
+        ignored.append(IgnoredValue(
+            fact=name, resource=first_unreadable.resource,
+            reason=f"could not be read ({first_unreadable.raw!r}); the lowest readable value is an upper bound only"))
+        comparator = best.comparator if best.is_bound and best.low is None else "<="
+        best = best.model_copy(update={"low": None, "comparator": comparator})
     recent[name] = best
     last[name] = best
 

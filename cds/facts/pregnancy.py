@@ -194,7 +194,8 @@ def _item(observation: dict[str, Any], when: datetime, what: str) -> CodedItem:
     value = _concept_text(observation.get("valueCodeableConcept")) or observation.get("valueString") or ""
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, dict):
-        value = f"{quantity.get('comparator') or ''}{quantity.get('value')} {quantity.get('unit') or quantity.get('code') or ''}".strip()
+        unit = quantity.get("unit") or quantity.get("code") or ""
+        value = f"{quantity.get('comparator') or ''}{quantity.get('value')} {unit}".strip()
     return CodedItem(valueset="pregnancy-observation", resource=resource_label(observation),
                      display=f"{name}: {value or what} ({what})", status="final", date=when)
 

@@ -27,8 +27,8 @@ _POSITIVE_TEXT = re.compile(r"^\s*(positive|detected|present|reactive)\b", re.IG
 _NEGATED = re.compile(r"\b(not|non|no|negative|un)[\s-]*(detected|reactive|positive)?\b", re.IGNORECASE)
 
 
-def find_nyha_class(record: PatientRecord, now: datetime) -> tuple[int | None, CodedItem | None]:
-    """Latest usable NYHA class (1-4) recorded in the last 12 months."""
+def find_nyha_class(record: PatientRecord, now: datetime) -> tuple[int, CodedItem] | None:
+    """Latest usable NYHA class (1-4) recorded in the last 12 months, with the item that shows it, or None."""
     cutoff = months_before(now, NYHA_LOOKBACK_MONTHS)
     best: tuple[datetime, int, dict[str, Any]] | None = None
     for observation in record.of_type("Observation"):
@@ -48,16 +48,16 @@ def find_nyha_class(record: PatientRecord, now: datetime) -> tuple[int | None, C
         value = observation.get("valueCodeableConcept") or {}
         klass = next(
             (
-                NYHA_CLASSES[c.get("code")]
+                NYHA_CLASSES[code]
                 for c in value.get("coding") or []
-                if isinstance(c, dict) and c.get("code") in NYHA_CLASSES
+                if isinstance(c, dict) and isinstance(code := c.get("code"), str) and code in NYHA_CLASSES
             ),
             None,
         )
         if klass is not None and (best is None or when > best[0]):
             best = (when, klass, observation)
     if best is None:
-        return None, None
+        return None
     when, klass, observation = best
     roman = {1: "I", 2: "II", 3: "III", 4: "IV"}[klass]
     return klass, CodedItem(

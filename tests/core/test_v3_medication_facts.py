@@ -222,6 +222,17 @@ def test_unplaceable_segments_count_as_lowest_rate_times_24(facts) -> None:
     assert result.values["insulin_tdd"] == pytest.approx(28.8)
 
 
+def test_basal_segment_hours_count_only_when_every_segment_has_them(facts) -> None:
+    # one segment without a duration: the durations are not used (a known part is not the day), the start times are
+    dosages = [_rate(1.0, hours=6, start="00:00:00"), _rate(2.0, start="06:00:00")]
+    result = facts(medreq(None, text="Insulin lispro (pump)", dosages=dosages))
+    assert result.values["insulin_tdd"] == 6 * 1 + 18 * 2
+    # neither every duration nor every start time: lowest rate x 24, never a sum over the known part
+    dosages = [_rate(1.0, hours=6), _rate(2.0, start="06:00:00")]
+    result = facts(medreq(None, text="Insulin lispro (pump)", dosages=dosages))
+    assert result.values["insulin_tdd"] == 24 * 1
+
+
 def test_basal_plus_bolus_and_rate_ratio(facts) -> None:
     ratio = {"route": {"text": "subcutaneous"},
              "doseAndRate": [{"rateRatio": {"numerator": {"value": 3, "unit": "U"}, "denominator": {"value": 2, "unit": "h"}}}]}
