@@ -59,9 +59,10 @@ class ServedRules:
 
     @property
     def rules(self) -> list[Any]:
-        from cds.engine import active_rules
-
-        return active_rules(self.ruleset, self.include_drafts)
+        # the same selection as cds.engine.active_rules, without importing the engine (durable_rules,
+        # the fact builders) into the service process just to build the discovery catalogue
+        return [r for r in self.ruleset.rules
+                if r.spec.status == "active" or (self.include_drafts and r.spec.status == "draft")]
 
 
 @dataclass(frozen=True)
