@@ -79,7 +79,7 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
                             duration_ms=(time.perf_counter() - started) * 1000, **kwargs)
 
     try:
-        ruleset = load_ruleset(directory, strict=False)
+        ruleset = load_ruleset(directory, strict=False, use_cache=True)  # unpickled when unchanged
     except RulesetError as exc:
         return None, result(False, None, issues=[str(exc)])
     if previous_digest is not None and ruleset.digest == previous_digest:
