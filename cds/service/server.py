@@ -5,8 +5,10 @@ The command lives here, with the service, so the service owns its start-up: ``cd
 
 Order of start-up, and why: settings are checked first (cheap, clear errors); then the rulesets are
 validated, compiled and their rule tests run in a throwaway process (durable_rules never runs in the
-service process; a broken ruleset stops the start with every reason); then the database is opened and
-migrated; then uvicorn starts and the engine workers start in parallel in the background, so
+service process; a broken ruleset stops the start with every reason) - started before the web stack
+is imported so the two overlap, and skipped when the gate cache holds a pass for exactly the same
+files and code; then the database is opened and migrated (nothing to do, and no Alembic import, when
+it is at head); then uvicorn starts and the engine workers start in parallel in the background, so
 discovery answers without waiting for them.
 """
 
