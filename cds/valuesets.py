@@ -304,12 +304,16 @@ def _group_prefixes(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ..
     return {s: tuple(sorted(set(ps))) for s, ps in grouped.items()}
 
 
+_UNCOMPILED: Any = object()  # a _Matcher's pattern not compiled yet (unpickled); None means no patterns
+
+
 class _Matcher:
     """The precomputed lookup structures of one value set and the matching logic (a plain class:
     attribute access on it is fast). Text results are memoised, since the same drug or diagnosis
     names recur across a patient's resources and across patients."""
 
-    __slots__ = ("codes", "prefixes", "excl_codes", "excl_prefixes", "names_re", "excl_names_re", "_text_cache")
+    __slots__ = ("codes", "prefixes", "excl_codes", "excl_prefixes", "names", "excl_names", "_names_re",
+                 "_excl_names_re", "_text_cache")
 
     _CACHE_LIMIT = 4096
 
@@ -318,12 +322,40 @@ class _Matcher:
         self.excl_codes = frozenset((s, _norm_code(s, c)) for s, c in vs.exclude_codes)
         self.prefixes = _group_prefixes(vs.prefixes)
         self.excl_prefixes = _group_prefixes(vs.exclude_prefixes)
-        self.names_re = _compile_alternation(vs.names)
-        self.excl_names_re = _compile_alternation(vs.exclude_names)
+        self.names = tuple(vs.names)
+        self.excl_names = tuple(vs.exclude_names)
+        # compiled now, when the value set is built from its file, so a bad pattern is a load error
+        self._names_re: Any = _compile_alternation(self.names)
+        self._excl_names_re: Any = _compile_alternation(self.excl_names)
         self._text_cache: dict[str, tuple[bool, bool]] = {}
 
+    # A pickled RuleSet (the loader's cache, the workers' copy) carries the pattern texts only: they were
+    # compiled once when the files were loaded, and recompiling every set's alternation on unpickling
+    # cost `cds evaluate` ~0.18 s for the few sets one patient needs. Unpickled, each compiles on first use.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"codes": self.codes, "prefixes": self.prefixes, "excl_codes": self.excl_codes,
+                "excl_prefixes": self.excl_prefixes, "names": self.names, "excl_names": self.excl_names}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+        self._names_re = self._excl_names_re = _UNCOMPILED
+        self._text_cache = {}
+
+    @property
+    def names_re(self) -> re.Pattern[str] | None:
+        if self._names_re is _UNCOMPILED:
+            self._names_re = _compile_alternation(self.names)
+        return self._names_re
+
+    @property
+    def excl_names_re(self) -> re.Pattern[str] | None:
+        if self._excl_names_re is _UNCOMPILED:
+            self._excl_names_re = _compile_alternation(self.excl_names)
+        return self._excl_names_re
+
     def _key(self) -> tuple[Any, ...]:
-        return (self.codes, self.prefixes, self.excl_codes, self.excl_prefixes, self.names_re, self.excl_names_re)
+        return (self.codes, self.prefixes, self.excl_codes, self.excl_prefixes, self.names, self.excl_names)
 
     def __eq__(self, other: object) -> bool:  # so equal value sets compare equal (pydantic compares privates)
         return isinstance(other, _Matcher) and self._key() == other._key()

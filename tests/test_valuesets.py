@@ -633,3 +633,21 @@ def test_system_aliases_contract() -> None:
     assert system_uri("icd10cm") == ICD10CM
     assert system_uri(ICD10) == ICD10
     assert system_uri(RXNORM) == RXNORM
+
+
+def test_unpickled_value_sets_compile_their_patterns_on_first_use(vs: dict[str, ValueSet]) -> None:
+    """The loader's cache and the workers get pickled value sets: the name patterns come back as text and
+    compile only when a set is first asked about a name (``cds evaluate`` needs few of them), with the
+    same answers as the set built from its file."""
+    import pickle
+
+    from cds.valuesets import _UNCOMPILED
+
+    original = vs["insulin-receptor-antibodies"]
+    assert original.names and original.names_regex is not None
+    copy = pickle.loads(pickle.dumps(original, protocol=pickle.HIGHEST_PROTOCOL))
+    assert copy.__pydantic_private__["_matcher"]._names_re is _UNCOMPILED
+    for text in ("Anti-insulin receptor antibody positive", "insulin antibodies", "type B insulin resistance", ""):
+        assert copy.matches_text(text) is original.matches_text(text), text
+    assert copy.names_regex is not None and copy.names_regex.pattern == original.names_regex.pattern
+    assert copy == original

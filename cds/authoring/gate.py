@@ -41,7 +41,7 @@ from cds.rules.model import Issue, RuleSet
 if TYPE_CHECKING:
     from cds.engine import Engine
 
-__all__ = ["GateResult", "check_rule_tests", "gate_ruleset", "load_validated", "validate_ruleset"]
+__all__ = ["GateResult", "check_rule_tests", "gate_ruleset", "has_cached_pass", "load_validated", "validate_ruleset"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,18 @@ def _cached_pass(ruleset: RuleSet, *, need_tests: bool) -> dict[str, Any] | None
     if need_tests and entry.get("rule_tests") is not True:
         return None
     return entry
+
+
+def has_cached_pass(ruleset: RuleSet, *, need_tests: bool = True) -> bool:
+    """True when the cache holds a pass for exactly this ruleset (full digest) and this code version.
+
+    For the service start-up: with such a pass, the throwaway process that would load, gate and compile
+    the same files again is skipped (the workers compile the rules themselves, supervised). A ruleset
+    with load errors, a disabled cache, or a pass without rule tests when they are wanted: False.
+    """
+    if ruleset.errors or not cache_enabled():
+        return False
+    return _cached_pass(ruleset, need_tests=need_tests) is not None
 
 
 def _remember(ruleset: RuleSet, result: GateResult) -> None:

@@ -26,11 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds._exceptions import CDSError, RulesetError
-from cds.engine import Engine
-from cds.rules.loader import load_ruleset
+
+if TYPE_CHECKING:  # the service process imports ReloadResult only: no durable_rules, no fact builders there
+    from cds.engine import Engine
 
 __all__ = ["ReloadResult", "prepare_engine", "safe_reload"]
 
@@ -68,6 +69,9 @@ class ReloadResult:
 def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_tests: bool = True,
                    previous_digest: str | None = None) -> tuple[Engine | None, ReloadResult]:
     """Load, validate, compile and test ``directory``; the Engine to serve, or None and the reasons."""
+    from cds.engine import Engine
+    from cds.rules.loader import load_ruleset
+
     started = time.perf_counter()
 
     def result(ok: bool, digest: str | None, **kwargs: Any) -> ReloadResult:
@@ -75,7 +79,7 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
                             duration_ms=(time.perf_counter() - started) * 1000, **kwargs)
 
     try:
-        ruleset = load_ruleset(directory, strict=False)
+        ruleset = load_ruleset(directory, strict=False, use_cache=True)  # unpickled when unchanged
     except RulesetError as exc:
         return None, result(False, None, issues=[str(exc)])
     if previous_digest is not None and ruleset.digest == previous_digest:

@@ -29,7 +29,7 @@ from cds.service.config import Settings
 from cds.service.db import make_engine, make_sessionmaker, migrate
 from cds.service.errors import InternalError, ServiceError, Unauthorized, operation_outcome
 from cds.service.fhir import FhirClient
-from cds.service.holder import EngineHolder, ServedRules, pool_factory, prepare_candidate
+from cds.service.holder import EngineHolder, ServedRules, load_rules, pool_factory
 from cds.service.redact import install_log_redaction
 from cds.service.security import JwtVerifier
 from cds.service.state import ServiceState
@@ -71,26 +71,6 @@ def _install_handlers(app: FastAPI) -> None:
         log.error("unhandled %s", type(exc).__name__, exc_info=exc)
         error = InternalError()
         return _outcome_response(error.status_code, error.body())
-
-
-def load_rules(settings: Settings) -> tuple[ServedRules, bytes]:
-    """The rules to start with, checked in a throwaway process; raises RulesetError with every reason.
-
-    Validated, compiled and (``CDS_RULE_TESTS_ON_START``, default on) every rule's own tests passed;
-    returns the RuleSet (as served, and pickled for the workers).
-    """
-    import pickle
-
-    from cds._exceptions import RulesetError
-    from cds.rules.loader import default_rulesets_dir
-
-    directory = settings.rulesets or default_rulesets_dir()
-    result, blob = prepare_candidate(directory, include_drafts=settings.include_drafts,
-                                     run_rule_tests=settings.rule_tests_on_start,
-                                     timeout_s=settings.ruleset_check_timeout_s)
-    if not result.ok or blob is None:
-        raise RulesetError(f"rulesets in {directory} cannot be served", result.issues + result.test_failures)
-    return ServedRules(pickle.loads(blob), include_drafts=settings.include_drafts), blob
 
 
 def make_pool_factory(settings: Settings) -> Any:

@@ -37,7 +37,8 @@ from typing import Any
 from cds.authoring.reload import ReloadResult
 from cds.service.catalog import ServiceDefinition, build_catalog
 
-__all__ = ["EngineHolder", "LoadedEngine", "RulesetWatcher", "ServedRules", "pool_factory", "prepare_candidate"]
+__all__ = ["CandidateCheck", "EngineHolder", "LoadedEngine", "RulesetWatcher", "ServedRules", "load_rules", "pool_factory",
+           "prepare_candidate", "start_rules_check"]
 
 log = logging.getLogger("cds.service.reload")
 
@@ -59,9 +60,10 @@ class ServedRules:
 
     @property
     def rules(self) -> list[Any]:
-        from cds.engine import active_rules
-
-        return active_rules(self.ruleset, self.include_drafts)
+        # the same selection as cds.engine.active_rules, without importing the engine (durable_rules,
+        # the fact builders) into the service process just to build the discovery catalogue
+        return [r for r in self.ruleset.rules
+                if r.spec.status == "active" or (self.include_drafts and r.spec.status == "draft")]
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,50 @@ def _candidate_child(conn: Connection, directory: str, include_drafts: bool, run
     conn.close()
 
 
+class CandidateCheck:
+    """A throwaway process checking one rulesets folder, started at once; :meth:`result` waits for it.
+
+    Started before the caller does other slow work (``cds serve`` imports the web stack meanwhile), so
+    the check and that work overlap on two cores.
+    """
+
+    def __init__(self, directory: Path, *, include_drafts: bool = False, run_rule_tests: bool = True,
+                 previous_digest: str | None = None, timeout_s: float = 600.0) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.previous_digest = previous_digest
+        self.timeout_s = timeout_s
+        self._parent, child = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(target=_candidate_child, name="cds-ruleset-candidate", daemon=True,
+                                    args=(child, str(directory), include_drafts, run_rule_tests, previous_digest))
+        self._process.start()
+        child.close()
+
+    def result(self) -> tuple[ReloadResult, bytes | None]:
+        """Wait for the verdict; a crash or a hang of the child is a refusal with the reason."""
+        parent, process = self._parent, self._process
+        try:
+            ready = wait([parent, process.sentinel], timeout=self.timeout_s)
+            reply = None
+            if parent in ready:
+                try:
+                    reply = parent.recv()
+                except (EOFError, OSError):
+                    reply = None
+            if reply is not None:
+                return reply
+            if not ready:
+                reason = f"checking the rulesets took longer than {self.timeout_s:g} s"
+            else:
+                process.join(5)
+                reason = f"the process checking the rulesets died ({_exit_text(process.exitcode)})"
+            return ReloadResult(ok=False, digest=None, previous_digest=self.previous_digest, issues=[reason]), None
+        finally:
+            parent.close()
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+
+
 def prepare_candidate(directory: Path, *, include_drafts: bool = False, run_rule_tests: bool = True,
                       previous_digest: str | None = None, timeout_s: float = 600.0) -> tuple[ReloadResult, bytes | None]:
     """Validate, compile and test ``directory`` in a throwaway process; the result and the RuleSet.
@@ -131,33 +177,75 @@ def prepare_candidate(directory: Path, *, include_drafts: bool = False, run_rule
     The RuleSet comes back pickled (None when refused or unchanged). A crash or a hang of the child
     is a refusal with the reason, never a failure of the caller.
     """
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_candidate_child, name="cds-ruleset-candidate", daemon=True,
-                          args=(child, str(directory), include_drafts, run_rule_tests, previous_digest))
-    process.start()
-    child.close()
+    return CandidateCheck(directory, include_drafts=include_drafts, run_rule_tests=run_rule_tests,
+                          previous_digest=previous_digest, timeout_s=timeout_s).result()
+
+
+def start_rules_check(settings: Any) -> Callable[[], tuple[ServedRules, bytes]]:
+    """Begin establishing the rules to start with; call the returned function for them.
+
+    With a cached gate pass for exactly these files and this code the rules are known at once (see
+    :func:`_gate_passed_before`); otherwise the throwaway check process is started now and the
+    returned function waits for it, raising :class:`cds._exceptions.RulesetError` with every reason
+    when the rules cannot be served. Either way nothing is served before the gate has passed.
+    """
+    import pickle
+
+    from cds._exceptions import RulesetError
+    from cds.rules.loader import default_rulesets_dir
+
+    directory = Path(settings.rulesets or default_rulesets_dir())
+    served = _gate_passed_before(directory, settings)
+    if served is not None:
+        return lambda: served
+    check = CandidateCheck(directory, include_drafts=settings.include_drafts,
+                           run_rule_tests=settings.rule_tests_on_start, timeout_s=settings.ruleset_check_timeout_s)
+
+    def finish() -> tuple[ServedRules, bytes]:
+        result, blob = check.result()
+        if not result.ok or blob is None:
+            raise RulesetError(f"rulesets in {directory} cannot be served", result.issues + result.test_failures)
+        return ServedRules(pickle.loads(blob), include_drafts=settings.include_drafts), blob
+
+    return finish
+
+
+def load_rules(settings: Any) -> tuple[ServedRules, bytes]:
+    """The rules to start with, checked; raises RulesetError with every reason.
+
+    Validated, compiled and (``CDS_RULE_TESTS_ON_START``, default on) every rule's own tests passed, in
+    a throwaway process unless the gate cache holds a pass for exactly these files and this code;
+    returns the RuleSet (as served, and pickled for the workers).
+    """
+    return start_rules_check(settings)()
+
+
+def _gate_passed_before(directory: Path, settings: Any) -> tuple[ServedRules, bytes] | None:
+    """The rules, when the gate cache holds a pass for exactly these files and this code; else None.
+
+    Why this is safe: the pass was recorded only after validation, compilation and (when asked) every
+    rule test succeeded on the same full digest (every YAML/JSON/CSV file, rule tests included) with
+    the same code version; a failure is never recorded. Skipping the throwaway process saves a Python
+    start, the loading and a compilation (~2-4 s) on every restart of unchanged rules. The workers
+    compile the rules themselves and are supervised, so a crash there cannot take the service down.
+    Reloads still check every candidate in a throwaway process (:meth:`EngineHolder.reload`).
+    """
+    import pickle
+
+    from cds._exceptions import RulesetError
+    from cds.authoring.gate import has_cached_pass
+    from cds.rules.loader import load_ruleset
+
     try:
-        ready = wait([parent, process.sentinel], timeout=timeout_s)
-        reply = None
-        if parent in ready:
-            try:
-                reply = parent.recv()
-            except (EOFError, OSError):
-                reply = None
-        if reply is not None:
-            return reply
-        if not ready:
-            reason = f"checking the rulesets took longer than {timeout_s:g} s"
-        else:
-            process.join(5)
-            reason = f"the process checking the rulesets died ({_exit_text(process.exitcode)})"
-        return ReloadResult(ok=False, digest=None, previous_digest=previous_digest, issues=[reason]), None
-    finally:
-        parent.close()
-        if process.is_alive():
-            process.kill()
-        process.join(5)
+        ruleset = load_ruleset(directory, strict=False, use_cache=True)
+    except RulesetError:
+        return None  # the throwaway check reports it with every reason
+    if not has_cached_pass(ruleset, need_tests=settings.rule_tests_on_start):
+        return None
+    log.info("rulesets %s passed the gate before (same files, same code): served without re-checking",
+             ruleset.digest)
+    return ServedRules(ruleset, include_drafts=settings.include_drafts), pickle.dumps(
+        ruleset, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _exit_text(code: int | None) -> str:

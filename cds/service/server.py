@@ -5,8 +5,10 @@ The command lives here, with the service, so the service owns its start-up: ``cd
 
 Order of start-up, and why: settings are checked first (cheap, clear errors); then the rulesets are
 validated, compiled and their rule tests run in a throwaway process (durable_rules never runs in the
-service process; a broken ruleset stops the start with every reason); then the database is opened and
-migrated; then uvicorn starts and the engine workers start in parallel in the background, so
+service process; a broken ruleset stops the start with every reason) - started before the web stack
+is imported so the two overlap, and skipped when the gate cache holds a pass for exactly the same
+files and code; then the database is opened and migrated (nothing to do, and no Alembic import, when
+it is at head); then uvicorn starts and the engine workers start in parallel in the background, so
 discovery answers without waiting for them.
 """
 
@@ -87,12 +89,16 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.ClickException("--ssl-certfile and --ssl-keyfile go together")
 
-    from cds.service.app import create_app, load_rules
+    from cds.service.holder import start_rules_check
+
+    # validated, compiled and (CDS_RULE_TESTS_ON_START, default on) every rule's own tests passed, in a
+    # throwaway process started now (or known at once from a cached pass for the same files and code);
+    # the web stack is imported while it runs, and nothing is served before it has passed
+    finish_check = start_rules_check(settings)
+    from cds.service.app import create_app
 
     try:
-        # validated, compiled and (CDS_RULE_TESTS_ON_START, default on) every rule's own tests passed,
-        # all in a throwaway process
-        rules = load_rules(settings)
+        rules = finish_check()
     except RulesetError as exc:
         raise click.ClickException(
             f"the rulesets do not validate or their tests fail; the service was not started:\n{exc}") from None
