@@ -100,16 +100,6 @@ def prepare_engine(directory: Path, *, include_drafts: bool = False, run_rule_te
     return engine, result(True, ruleset.digest, changed=True, warnings=warnings)
 
 
-def _difference(message: str) -> str:
-    """The changed lines of a test failure's diff, on one line: "expected indicator: warning, got critical"."""
-    lines = message.splitlines()
-    expected = [line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---")]
-    actual = [line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")]
-    if expected or actual:
-        return f"expected {'; '.join(expected) or '(nothing)'}, got {'; '.join(actual) or '(nothing)'}"
-    return lines[0] if lines else "failed"
-
-
 def safe_reload(swap: Callable[[Engine], Any], directory: Path, *, include_drafts: bool = False,
                 current_digest: str | None = None, run_rule_tests: bool = True) -> ReloadResult:
     """Prepare ``directory`` and, only if it validates and its tests pass, hand the Engine to ``swap``.
