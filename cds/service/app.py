@@ -32,6 +32,7 @@ from cds.service.fhir import FhirClient
 from cds.service.holder import EngineHolder, ServedRules, load_rules, pool_factory
 from cds.service.redact import install_log_redaction
 from cds.service.security import JwtVerifier
+from cds.service.ssrf import FhirServerPolicy
 from cds.service.state import ServiceState
 
 __all__ = ["create_app", "load_rules", "make_pool_factory"]
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None, e
         state.fhir = FhirClient(
             connect_timeout=settings.fhir_connect_timeout_s, read_timeout=settings.fhir_read_timeout_s,
             max_pages=settings.fhir_max_pages, allow_http=settings.fhir_allow_http,
+            policy=FhirServerPolicy.build(open_mode=settings.open_mode,
+                                          allowed_networks=settings.fhir_allowed_networks),
         )
         state.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
         if settings.open_mode:

@@ -42,6 +42,9 @@ class IssuerConfig(BaseModel):
     jwks_url: str | None = None
     jwks: dict[str, Any] | None = None
     jwks_file: Path | None = None
+    # h10b: the FHIR base URLs this issuer's clients may name as fhirServer (equal, or below one);
+    # any other fhirServer is refused (412) before a connection is made and the token is never sent
+    fhir_servers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _has_keys(self) -> IssuerConfig:
@@ -103,6 +106,39 @@ class Settings(BaseSettings):
     quarantine_s: float = Field(default=600.0, ge=0)  # how long a payload that crashed workers is refused
     quarantine_after: int = Field(default=2, ge=1)  # workers lost to one payload before its quarantine
     ruleset_check_timeout_s: float = Field(default=600.0, gt=0)  # validation + rule tests (start, reload)
+
+    # h10b: fhir servers, replicas, operations ----------------------------------------------------
+    # CIDRs of private/loopback networks where listed FHIR servers may live (e.g. ["10.20.0.0/16"]);
+    # link-local and cloud-metadata addresses are refused whatever this says
+    fhir_allowed_networks: list[str] = Field(default_factory=list)
+    # every URL accepted as a JWT ``aud`` besides CDS_PUBLIC_BASE_URL + path (e.g. a second DNS name);
+    # base URLs: the called path is appended
+    accepted_audiences: list[str] = Field(default_factory=list)
+    replay_cache: str = Field(default="database", pattern="^(database|memory)$")  # jti cache: shared or per process
+    log_format: str = Field(default="text", pattern="^(text|json)$")  # json: one JSON object per log line
+    metrics_enabled: bool = True  # GET /metrics (Prometheus text format)
+
+    @field_validator("fhir_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad one
+        return value
+
+    @field_validator("accepted_audiences")
+    @classmethod
+    def _strip_slashes(cls, value: list[str]) -> list[str]:
+        return [v.rstrip("/") for v in value]
+
+    @model_validator(mode="after")
+    def _audience_configured(self) -> Settings:
+        """Outside open mode ``aud`` is checked against configured URLs, never the Host header."""
+        if self.trusted_issuers and not (self.public_base_url or self.accepted_audiences):
+            raise ValueError("CDS_PUBLIC_BASE_URL (or CDS_ACCEPTED_AUDIENCES) is required when "
+                             "CDS_TRUSTED_ISSUERS is set: the JWT aud is checked against it, never the Host header")
+        return self
 
     @field_validator("jwt_algorithms")
     @classmethod

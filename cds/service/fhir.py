@@ -1,33 +1,48 @@
 """A small async FHIR client for filling in prefetch data the EHR did not send.
 
 Why hand-rolled on httpx rather than a FHIR client library: we need only ``read`` and ``search`` with
-next-link paging, and control over three things libraries do not give together:
+next-link paging, and control over four things libraries do not give together:
 
-* the bearer token goes only to ``fhirServer``'s own origin: redirects are not followed and a
-  ``next`` link on another origin is not fetched (it would leak the token);
+* the bearer token goes only to a ``fhirServer`` the caller may name (:mod:`cds.service.ssrf`: the
+  issuer's ``fhir_servers``, checked addresses); redirects are not followed and a ``next`` link
+  outside the allowed base is not fetched (it would leak the token);
 * every fetch has connect/read timeouts and one request has an overall deadline;
-* paging stops after ``max_pages`` pages (a note says the data were truncated).
+* paging stops after ``max_pages`` pages (a note says the data were truncated);
+* **one connection pool per call** (:meth:`FhirClient.session`), closed when the call ends. A pool
+  shared by all calls was the cause of "after rounds of hung FHIR servers every later fetch times
+  out, even to a healthy server": a fetch cancelled by the prefetch deadline while its connection
+  was still being opened left that connection in httpcore's pool in the CONNECTING state forever;
+  after 100 of them (httpx's ``max_connections``) every later request waited for a free slot and
+  timed out. Calls waiting on a hung server also took the slots unrelated calls needed. With a
+  pool per call, whatever a call leaves behind dies with it and no call can starve another.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import anyio
+import httpcore
 import httpx
 
-__all__ = ["FetchResult", "FhirClient", "FhirFetchError", "is_loopback_host", "same_origin"]
+from cds.service.ssrf import FhirServerPolicy, FhirServerRefused, GuardedBackend, lies_under
+
+__all__ = ["FetchResult", "FhirClient", "FhirFetchError", "FhirSession", "is_loopback_host", "same_origin"]
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
+_CONNECTIONS_PER_CALL = 8  # parallel fetches of one call (prefetch keys), each to the same server
 
 
 class FhirFetchError(Exception):
-    """Raised when a FHIR read/search cannot be completed; the message is safe to show the caller."""
+    """Raised when a FHIR read/search cannot be completed; the message is for the log only."""
 
 
 @dataclass
@@ -56,7 +71,7 @@ def same_origin(a: str, b: str) -> bool:
 
 
 class FhirClient:
-    """Reads and searches one request's ``fhirServer`` with its bearer token."""
+    """Settings and policy for FHIR fetches; :meth:`session` gives one call its own connections."""
 
     def __init__(
         self,
@@ -65,21 +80,65 @@ class FhirClient:
         read_timeout: float = 10.0,
         max_pages: int = 20,
         allow_http: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
+        policy: FhirServerPolicy | None = None,
     ) -> None:
         self.max_pages = max_pages
         self.allow_http = allow_http
-        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
-        self._client = httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, transport=transport, headers={"Accept": FHIR_JSON}
-        )
+        self.policy = policy or FhirServerPolicy.build(open_mode=True)
+        self.timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
+                                     pool=connect_timeout)
+        self.open_sessions = 0  # observable: must return to 0 when no call is running
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing is shared between calls, so nothing to close (kept for the app's lifespan)."""
 
-    def check_server(self, base: str) -> None:
-        """Refuse a fhirServer we must not send a token to (plain http off loopback)."""
-        parts = urlsplit(base)
+    def _transport(self) -> httpx.AsyncHTTPTransport:
+        transport = httpx.AsyncHTTPTransport(retries=0)
+        # httpx has no parameter for httpcore's network backend: the pool is rebuilt with the guarded
+        # one (same TLS context), so every connection of this client goes through the address checks.
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=transport._pool._ssl_context, max_connections=_CONNECTIONS_PER_CALL,
+            max_keepalive_connections=_CONNECTIONS_PER_CALL, keepalive_expiry=5.0, http1=True, http2=False,
+            retries=0, network_backend=GuardedBackend(self.policy),
+        )
+        return transport
+
+    @asynccontextmanager
+    async def session(self, allowed: Sequence[str]) -> AsyncIterator[FhirSession]:
+        """A session for one call, allowed the given FHIR base URLs; its connections close at exit."""
+        client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, transport=self._transport(),
+                                   headers={"Accept": FHIR_JSON}, trust_env=False)
+        self.open_sessions += 1
+        try:
+            yield FhirSession(self, client, tuple(allowed))
+        finally:
+            self.open_sessions -= 1
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await client.aclose()
+
+    async def fetch(self, base: str, relative: str, token: str | None, *, allowed: Sequence[str] = ()) -> FetchResult:
+        """One fetch in a session of its own (tools and tests; calls use :meth:`session`)."""
+        async with self.session(allowed) as session:
+            return await session.fetch(base, relative, token)
+
+
+class FhirSession:
+    """Reads and searches one call's ``fhirServer`` with its bearer token, on the call's own pool."""
+
+    def __init__(self, owner: FhirClient, client: httpx.AsyncClient, allowed: tuple[str, ...]) -> None:
+        self.max_pages = owner.max_pages
+        self.allow_http = owner.allow_http
+        self.policy = owner.policy
+        self.allowed = allowed
+        self._client = client
+
+    def check_server(self, url: str) -> None:
+        """Refuse a URL we must not send a token to: not allowed for this caller, or plain http off loopback."""
+        try:
+            self.policy.check_url(url, self.allowed)
+        except FhirServerRefused as exc:
+            raise FhirFetchError(f"refused before connecting: {exc}") from None
+        parts = urlsplit(url)
         if parts.scheme == "https":
             return
         if parts.scheme == "http" and (self.allow_http or is_loopback_host(parts.hostname)):
@@ -90,6 +149,8 @@ class FhirClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = await self._client.get(url, headers=headers)
+        except FhirServerRefused as exc:
+            raise FhirFetchError(f"refused {_safe(url)}: {exc}") from None
         except httpx.TimeoutException:
             raise FhirFetchError(f"FHIR server timed out on {_safe(url)}") from None
         except httpx.HTTPError as exc:
@@ -112,6 +173,7 @@ class FhirClient:
         """GET ``base/relative`` and, for a searchset, every next page up to ``max_pages``."""
         self.check_server(base)
         url = base.rstrip("/") + "/" + relative.lstrip("/")
+        self.check_server(url)
         first = await self._get_json(url, token)
         if first is None or first.get("resourceType") != "Bundle":
             return FetchResult(first)
@@ -129,6 +191,9 @@ class FhirClient:
             next_url = urljoin(base.rstrip("/") + "/", next_url)
             if not same_origin(next_url, base):
                 result.notes.append(f"next link to another origin not followed ({_safe(next_url)})")
+                break
+            if not self.policy.open_mode and not any(lies_under(next_url, b) for b in self.allowed):
+                result.notes.append(f"next link outside the allowed FHIR base not followed ({_safe(next_url)})")
                 break
             if result.pages >= self.max_pages:
                 result.notes.append(f"stopped after {self.max_pages} pages; later pages were not read")

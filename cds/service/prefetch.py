@@ -23,9 +23,15 @@ from urllib.parse import quote
 import anyio
 
 from cds.service.errors import PrefetchUnavailable
-from cds.service.fhir import FhirClient, FhirFetchError
+from cds.service.fhir import FhirClient, FhirFetchError, FhirSession
+from cds.service.ssrf import allowed_fhir_servers
 
-__all__ = ["PrefetchResult", "complete_prefetch", "render_template"]
+__all__ = ["FETCH_FAILED", "PrefetchResult", "complete_prefetch", "render_template"]
+
+# The one text a caller gets for any failure to obtain data from fhirServer (refused, unreachable,
+# timed out, an error status, not FHIR): different texts would let a caller scan ports and hosts
+# through the service. The reason is logged for operators.
+FETCH_FAILED = "the prefetch data could not be obtained from fhirServer"
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,17 @@ async def complete_prefetch(
     access_token: str | None,
     client: FhirClient,
     deadline_s: float,
+    allowed_servers: tuple[str, ...] | None = None,
 ) -> PrefetchResult:
-    """Return the prefetch to evaluate: what was sent, completed from the FHIR server."""
+    """Return the prefetch to evaluate: what was sent, completed from the FHIR server.
+
+    ``allowed_servers``: the FHIR base URLs the verified caller may name (its issuer's
+    ``fhir_servers``); by default those the route recorded for this call
+    (:func:`cds.service.ssrf.allowed_fhir_servers`). Every fetch of the call uses one
+    :class:`~cds.service.fhir.FhirSession` (its own connections, closed when the call ends), and all
+    of them together get ``deadline_s``.
+    """
+    allowed = allowed_fhir_servers() if allowed_servers is None else allowed_servers
     sent = dict(prefetch or {})
     result = PrefetchResult(prefetch=sent)
     to_fetch: dict[str, str] = {}
@@ -105,34 +120,39 @@ async def complete_prefetch(
     if not fhir_server:  # nothing is left to fetch: a missing value without a server raised above
         return result
 
+    server: str = fhir_server
+    session: FhirSession
+
     async def fetch_one(key: str, relative: str) -> None:
         try:
-            fetched = await client.fetch(fhir_server, relative, access_token)
+            fetched = await session.fetch(server, relative, access_token)
         except FhirFetchError as exc:
-            raise PrefetchUnavailable(f"prefetch.{key} could not be fetched: {exc}", field=f"prefetch.{key}") from None
+            log.warning("prefetch.%s could not be fetched: %s", key, exc)
+            raise PrefetchUnavailable(FETCH_FAILED, field=f"prefetch.{key}") from None
         sent[key] = fetched.resource
         result.fetched.append(key)
         result.notes += [f"prefetch.{key}: {note}" for note in fetched.notes]
 
     async def page_one(key: str, bundle: dict[str, Any]) -> None:
         try:
-            fetched = await client.follow_pages(fhir_server, bundle, access_token)
+            fetched = await session.follow_pages(server, bundle, access_token)
         except FhirFetchError as exc:
-            raise PrefetchUnavailable(f"prefetch.{key}: next page could not be fetched: {exc}",
-                                      field=f"prefetch.{key}") from None
+            log.warning("prefetch.%s: a next page could not be fetched: %s", key, exc)
+            raise PrefetchUnavailable(FETCH_FAILED, field=f"prefetch.{key}") from None
         sent[key] = fetched.resource
         result.notes.append(f"prefetch.{key}: {fetched.pages} page(s) read")
         result.notes += [f"prefetch.{key}: {note}" for note in fetched.notes]
 
     try:
         with anyio.fail_after(deadline_s):
-            async with anyio.create_task_group() as group:
+            async with client.session(allowed) as session, anyio.create_task_group() as group:
                 for key, relative in to_fetch.items():
                     group.start_soon(fetch_one, key, relative)
                 for key, bundle in to_page.items():
                     group.start_soon(page_one, key, bundle)
     except TimeoutError:
-        raise PrefetchUnavailable(f"the FHIR server did not answer within {deadline_s:g} s") from None
+        log.warning("the FHIR server did not answer within %g s", deadline_s)
+        raise PrefetchUnavailable(FETCH_FAILED) from None
     except BaseExceptionGroup as group:  # the first failure wins; others are of the same kind
         first = group.exceptions[0]
         while isinstance(first, BaseExceptionGroup):

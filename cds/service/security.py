@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -182,7 +183,8 @@ class JwtVerifier:
             return await self.jwks.key(config.jwks_url, kid)
         raise Unauthorized(f"kid {kid!r} is not a configured key of {iss}")
 
-    async def verify(self, token: str, *, audience: str) -> Caller:
+    async def verify(self, token: str, *, audience: str | Sequence[str]) -> Caller:
+        """The caller of a valid token; ``audience``: the URL(s) this call may be addressed to."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -198,10 +200,11 @@ class JwtVerifier:
         iss = unverified.get("iss")
         if not isinstance(iss, str) or iss not in self.issuers:
             raise Unauthorized(f"issuer {iss!r} is not trusted")
-        audiences = [audience, audience + "/"] if not audience.endswith("/") else [audience, audience.rstrip("/")]
+        wanted = [audience] if isinstance(audience, str) else list(audience)
+        audiences = [form for url in wanted for form in (url.rstrip("/"), url.rstrip("/") + "/")]
         aud = unverified.get("aud")
-        if not (aud in audiences or (isinstance(aud, list) and set(aud) & set(audiences))):
-            raise Unauthorized(f"aud {aud!r} is not this endpoint ({audience})")
+        if not audiences or not (aud in audiences or (isinstance(aud, list) and set(aud) & set(audiences))):
+            raise Unauthorized(f"aud {aud!r} is not this endpoint ({', '.join(wanted) or 'no public URL configured'})")
         skew = self.settings.clock_skew_s
         now = time.time()
         exp, iat = unverified.get("exp"), unverified.get("iat")

@@ -15,7 +15,7 @@ from cds.engine import Engine
 from cds.service.app import create_app
 from cds.service.config import Settings
 
-from svc_support import FhirStore, ServerThread, fhir_app
+from svc_support import FhirStore, ServerThread, bound_socket, fhir_app
 
 # The CI PostgreSQL server; CDS_TEST_PG_DSN points the tests at another one (libpq URL form).
 PG_DSN = os.environ.get("CDS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -122,12 +122,15 @@ class ServiceFactory:
 
         settings.setdefault("data_dir", self.data_root / f"data{len(self.running)}")
         settings.setdefault("engine_workers", 1)
+        sock = bound_socket()
+        if settings.get("trusted_issuers"):  # aud is checked against the public URL: this server's own
+            settings.setdefault("public_base_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
         config = Settings(**settings)
         evaluator = None
         if engine_override is not None:
             evaluator = InProcessEvaluator(engine_override, max_pending=config.max_pending_evaluations)
         app = create_app(config, engine=engine_override or self.engine, evaluator=evaluator)
-        thread = ServerThread(app).__enter__()
+        thread = ServerThread(app, sock).__enter__()
         service = Service(thread, app)
         self.running.append((thread, service))
         return service

@@ -29,13 +29,19 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 # -- servers ---------------------------------------------------------------------------------------
 
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 on a free port (so a URL is known before the server runs)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class ServerThread:
     """uvicorn serving ``app`` on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, app: Any, sock: socket.socket | None = None) -> None:
+        self.sock = sock or bound_socket()
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on", access_log=False)
         self.server = uvicorn.Server(config)

@@ -55,6 +55,7 @@ def test_settings_read_json_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CDS_CORS_ORIGINS", '["https://sandbox.cds-hooks.org"]')
     monkeypatch.setenv("CDS_DATABASE_URL", "postgresql+psycopg://cds@db/cds")
     monkeypatch.setenv("CDS_CLOCK_SKEW_S", "30")
+    monkeypatch.setenv("CDS_PUBLIC_BASE_URL", "https://cds.example.org/sir")
     settings = Settings()
     issuer = settings.trusted_issuers["https://sandbox.cds-hooks.org"]
     assert issuer.static_jwks() == jwks and issuer.jku == ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]

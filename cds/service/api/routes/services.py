@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from cds.service.api.deps import CallerDep, StateDep
 from cds.service.calls import handle_call
+from cds.service.ssrf import set_allowed_fhir_servers
 
 __all__ = ["router"]
 
@@ -15,6 +16,13 @@ router = APIRouter(prefix="/cds-services", tags=["services"])
 
 @router.post("/{service_id}", name="call_service")
 async def call_service(service_id: str, request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
-    """Evaluate the request's patient and return ``{"cards": [...]}`` (+ ``systemActions``)."""
+    """Evaluate the request's patient and return ``{"cards": [...]}`` (+ ``systemActions``).
+
+    Before the call runs, the FHIR servers this caller may name are recorded for the prefetch
+    (:mod:`cds.service.ssrf`): its issuer's ``fhir_servers``; none for an anonymous caller (open
+    mode allows loopback only).
+    """
+    issuer = state.settings.trusted_issuers.get(caller.iss) if caller.iss else None
+    set_allowed_fhir_servers(issuer.fhir_servers if issuer else ())
     status, body, headers = await handle_call(state, service_id, request, caller)
     return JSONResponse(body, status_code=status, headers=headers)
