@@ -32,6 +32,7 @@ from cds.service.fhir import FhirClient
 from cds.service.holder import EngineHolder, ServedRules, load_rules, pool_factory
 from cds.service.redact import install_log_redaction
 from cds.service.security import JwtVerifier
+from cds.service.replay import DatabaseReplayCache
 from cds.service.ssrf import FhirServerPolicy
 from cds.service.state import ServiceState
 
@@ -134,7 +135,8 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None, e
             log.warning("OPEN MODE: no trusted issuers configured (CDS_TRUSTED_ISSUERS); calls are not "
                         "authenticated. Use only on loopback for development.")
         else:
-            state.verifier = JwtVerifier(settings, client=state.http)
+            shared = DatabaseReplayCache(state.sessions) if settings.replay_cache == "database" else None
+            state.verifier = JwtVerifier(settings, client=state.http, shared_replays=shared)
         log.info("CDS service ready: rulesets %s, %d service(s), %d engine worker(s) starting",
                  state.holder.current().digest, len(state.holder.current().catalog),
                  state.holder.current().evaluator.size)

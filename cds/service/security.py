@@ -9,7 +9,8 @@ lifetime -> signature with the issuer's key -> ``jti`` not seen before. Any fail
 Keys come from a locally configured JWKS (inline or file) or from JWKS URLs on the issuer's
 allow-list, cached for ``jwks_cache_ttl_s`` and refetched when an unknown ``kid`` arrives (at most
 once per ``jwks_min_refresh_interval_s`` per URL, so a stream of bogus kids cannot hammer the issuer).
-The replay cache is per process; ``cds serve`` runs one process (the rule engine is single-process).
+The replay cache is the database table ``cds_jti`` (:mod:`cds.service.replay`), shared by every replica
+of the service; ``CDS_REPLAY_CACHE=memory`` keeps it in this process instead (one replica only).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import httpx
 import jwt
 
 from cds.service.config import IssuerConfig, Settings
-from cds.service.errors import Unauthorized
+from cds.service.errors import Overloaded, Unauthorized
 from cds.service.fhir import is_loopback_host
+from cds.service.replay import DatabaseReplayCache
 
 __all__ = ["Caller", "JwksCache", "JwtVerifier", "ReplayCache"]
 
@@ -154,7 +156,9 @@ class ReplayCache:
 class JwtVerifier:
     """Verifies bearer JWTs against the configured trusted issuers."""
 
-    def __init__(self, settings: Settings, *, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, *, client: httpx.AsyncClient,
+                 shared_replays: DatabaseReplayCache | None = None) -> None:
+        """``shared_replays``: the database jti cache all replicas share (else this process's memory)."""
         self.settings = settings
         self.issuers: dict[str, IssuerConfig] = dict(settings.trusted_issuers)
         self._static: dict[str, dict[str, _Key]] = {}
@@ -165,6 +169,7 @@ class JwtVerifier:
         self.jwks = JwksCache(client=client, ttl_s=settings.jwks_cache_ttl_s,
                               min_refresh_interval_s=settings.jwks_min_refresh_interval_s)
         self.replays = ReplayCache()
+        self.shared_replays = shared_replays
 
     async def _signing_key(self, iss: str, config: IssuerConfig, header: dict[str, Any]) -> _Key:
         kid: str = header["kid"]
@@ -182,6 +187,15 @@ class JwtVerifier:
         if config.jwks_url:
             return await self.jwks.key(config.jwks_url, kid)
         raise Unauthorized(f"kid {kid!r} is not a configured key of {iss}")
+
+    async def _first_use(self, iss: str, jti: str, expires_at: float) -> bool:
+        if self.shared_replays is None:
+            return self.replays.check_and_add(iss, jti, expires_at)
+        try:
+            return await self.shared_replays.check_and_add_async(iss, jti, expires_at)
+        except Exception:  # the database is down: no way to know if this is a replay
+            log.exception("the jti replay cache (database) cannot be reached")
+            raise Overloaded("the service cannot check the token now; retry shortly") from None
 
     async def verify(self, token: str, *, audience: str | Sequence[str]) -> Caller:
         """The caller of a valid token; ``audience``: the URL(s) this call may be addressed to."""
@@ -229,7 +243,7 @@ class JwtVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise Unauthorized("jti must be a non-empty string")
-        if not self.replays.check_and_add(iss, jti, float(claims["exp"]) + skew):
+        if not await self._first_use(iss, jti, float(claims["exp"]) + skew):
             raise Unauthorized(f"jti {jti} replayed")
         tenant = claims.get("tenant")
         return Caller(iss=iss, sub=claims.get("sub"), tenant=tenant if isinstance(tenant, str) else None)

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from cds.service.models import Base
+from cds.service.replay import JtiRecord  # noqa: F401 - registers cds_jti on Base.metadata
 
 config = context.config
 target_metadata = Base.metadata
