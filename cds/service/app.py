@@ -24,12 +24,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds.service.api.main import api_router
+from cds.service.api.routes import ops
 from cds.service.calls import record_rejected_call
 from cds.service.config import Settings
 from cds.service.db import make_engine, make_sessionmaker, migrate
 from cds.service.errors import InternalError, ServiceError, Unauthorized, operation_outcome
 from cds.service.fhir import FhirClient
 from cds.service.holder import EngineHolder, ServedRules, load_rules, pool_factory
+from cds.service.metrics import ServiceMetrics
 from cds.service.redact import install_log_redaction
 from cds.service.security import JwtVerifier
 from cds.service.replay import DatabaseReplayCache
@@ -51,8 +53,11 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         route = request.scope.get("route")
-        if isinstance(exc, Unauthorized) and getattr(route, "name", None) == "call_service":
-            await record_rejected_call(request.app.state.cds, request.path_params.get("service_id", "?"), exc)
+        if getattr(route, "name", None) == "call_service":
+            service_id = request.path_params.get("service_id", "?")
+            if isinstance(exc, Unauthorized):
+                await record_rejected_call(request.app.state.cds, service_id, exc)
+            request.app.state.metrics.observe_call(service_id, exc.status_code, 0.0, ())
         return _outcome_response(exc.status_code, exc.body(), exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -166,6 +171,8 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None, e
         openapi_url=None,
     )
     app.state.cds = state
+    app.state.metrics = ServiceMetrics(engine_stats=lambda: state.holder.current().evaluator.stats())
+    _cors_guidance(settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -177,4 +184,36 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None, e
         )
     _install_handlers(app)
     app.include_router(api_router)
+    app.include_router(ops.router)
     return app
+
+
+_LOOPBACK_ALIASES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _cors_guidance(origins: list[str]) -> list[str]:
+    """Warn about loopback origins listed under one name only; returns the warnings.
+
+    A browser's ``Origin`` is exactly what its address bar says: a sandbox opened at
+    ``http://localhost:8701`` sends that, not ``http://127.0.0.1:8701``, and a CORS list with only the
+    other spelling makes the browser drop every answer (the sandbox then silently shows no services).
+    """
+    from urllib.parse import urlsplit
+
+    listed = set(origins)
+    warnings: list[str] = []
+    for origin in origins:
+        parts = urlsplit(origin)
+        host = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+        if host not in _LOOPBACK_ALIASES:
+            continue
+        port = f":{parts.port}" if parts.port else ""
+        missing = [f"{parts.scheme}://{alias}{port}" for alias in _LOOPBACK_ALIASES[:2] if alias != host
+                   and f"{parts.scheme}://{alias}{port}" not in listed]
+        for other in missing:
+            message = (f"CDS_CORS_ORIGINS lists {origin} but not {other}: a browser opened at {other} sends "
+                       f"that Origin and gets no CORS headers (the client shows no services); list both "
+                       "spellings if both are used")
+            log.warning("%s", message)
+            warnings.append(message)
+    return warnings

@@ -15,7 +15,10 @@ __all__ = ["REDACTED", "RedactingFilter", "install_log_redaction", "redact_reque
 REDACTED = "[redacted]"
 
 _JSON_TOKEN = re.compile(r'("(?:access_token|refresh_token|id_token)"\s*:\s*)"(?:[^"\\]|\\.)*"')
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+# A bearer credential: 4+ token characters with a digit or punctuation in them, or 20+ of any. Plain
+# words ("no bearer token", "Bearer realm") are prose, not credentials, and are left alone.
+_BEARER = re.compile(r"(?i)\b(bearer(?:\s+|%20|\+))(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{4,}"
+                     r"|(?i:\b(bearer(?:\s+|%20|\+)))[A-Za-z0-9._~+/=-]{20,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
 
@@ -40,21 +43,35 @@ def redact_request(body: Any) -> Any:
 def redact_text(text: str) -> str:
     """Redact token-looking substrings of free text (raw bodies that are not JSON, log lines)."""
     text = _JSON_TOKEN.sub(lambda m: m.group(1) + f'"{REDACTED}"', text)
-    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BEARER.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, text)
     return _JWT.sub(REDACTED, text)
 
 
+def _redact_arg(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    return value
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that rewrites each record's message with :func:`redact_text`."""
+    """A logging filter that redacts tokens from each record's message and arguments.
+
+    The arguments are redacted one by one and keep their shape: formatters may read them (uvicorn's
+    access formatter unpacks ``record.args`` as ``(client, method, path, version, status)``), so
+    replacing them with a pre-formatted message lost every access line that carried a token
+    ("--- Logging error ---"). The format string is redacted too, for tokens written into it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is not ours to fix here
-            return True
-        clean = redact_text(message)
-        if clean != message:
-            record.msg, record.args = clean, None
+        if isinstance(record.msg, str):
+            record.msg = redact_text(record.msg)
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_redact_arg(a) for a in args)
+        elif isinstance(args, dict):
+            record.args = {k: _redact_arg(v) for k, v in args.items()}
         return True
 
 

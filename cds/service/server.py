@@ -115,23 +115,17 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
                f"{settings.resolved_engine_workers()} engine worker(s)", err=True)
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, server_header=False, workers=None,
-        log_config=_log_config(),
+        log_config=_log_config(settings.log_format, log_level),
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
 
 
-def _log_config() -> dict:
-    """uvicorn's logging config with the token-redacting filter on every handler."""
-    import copy
+def _log_config(log_format: str = "text", level: str = "info") -> dict:
+    """uvicorn's logging config with the token-redacting filter on every handler (text or JSON lines)."""
+    from cds.service.logs import log_config
 
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact"] = {"()": "cds.service.redact.RedactingFilter"}
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact")
-    return config
+    return log_config(log_format, level)
 
 
 command = serve

@@ -79,3 +79,8 @@ async def reload(request: Request, state: StateDep) -> JSONResponse:
     _authorise(request, state)
     result = await anyio.to_thread.run_sync(state.holder.reload)
     return JSONResponse(result.to_json() | {"reason": result.reason}, status_code=200 if result.ok else 409)
+
+
+def require_admin(request: Request, state: Any) -> None:
+    """The ``/admin`` access rule, for other operator routes (``/metrics``): raises AdminForbidden."""
+    _authorise(request, state)

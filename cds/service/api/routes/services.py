@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -24,5 +26,9 @@ async def call_service(service_id: str, request: Request, state: StateDep, calle
     """
     issuer = state.settings.trusted_issuers.get(caller.iss) if caller.iss else None
     set_allowed_fhir_servers(issuer.fhir_servers if issuer else ())
+    started = time.perf_counter()
     status, body, headers = await handle_call(state, service_id, request, caller)
+    cards = body.get("cards") if status == 200 and isinstance(body, dict) else None
+    request.app.state.metrics.observe_call(service_id, status, time.perf_counter() - started,
+                                           cards if isinstance(cards, list) else ())
     return JSONResponse(body, status_code=status, headers=headers)
