@@ -88,16 +88,18 @@ class FhirClient:
         self.timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
                                      pool=connect_timeout)
         self.open_sessions = 0  # observable: must return to 0 when no call is running
+        # built once: loading the CA bundle costs ~10-20 ms, too much to repeat for every call's pool
+        self._ssl_context = httpx.create_ssl_context()
 
     async def aclose(self) -> None:
         """Nothing is shared between calls, so nothing to close (kept for the app's lifespan)."""
 
     def _transport(self) -> httpx.AsyncHTTPTransport:
-        transport = httpx.AsyncHTTPTransport(retries=0)
+        transport = httpx.AsyncHTTPTransport(verify=self._ssl_context, retries=0)
         # httpx has no parameter for httpcore's network backend: the pool is rebuilt with the guarded
-        # one (same TLS context), so every connection of this client goes through the address checks.
+        # one, so every connection of this client goes through the address checks.
         transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=transport._pool._ssl_context, max_connections=_CONNECTIONS_PER_CALL,
+            ssl_context=self._ssl_context, max_connections=_CONNECTIONS_PER_CALL,
             max_keepalive_connections=_CONNECTIONS_PER_CALL, keepalive_expiry=5.0, http1=True, http2=False,
             retries=0, network_backend=GuardedBackend(self.policy),
         )
