@@ -125,6 +125,36 @@ def test_open_mode_fetches_only_from_loopback(start_service, caplog):
     assert "open mode: only loopback" in caplog.text
 
 
+def test_redirects_are_not_followed(start_service, listener, caplog):
+    """A FHIR server answering 302 towards another host: 412, and that host never sees a connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    location = f"http://127.0.0.1:{listener.port}/steal"
+
+    def run() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n"
+                             "Connection: close\r\n\r\n".encode())
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        service = start_service()
+        response = service.client.post("/cds-services/sir-patient-view", json=hook_request(
+            "patient-view", "x6", fhir_server=f"http://127.0.0.1:{sock.getsockname()[1]}/fhir", token="t"))
+        assert response.status_code == 412 and outcome(response)["diagnostics"] == FETCH_FAILED
+        assert listener.accepts == 0
+        assert "answered 302" in caplog.text
+    finally:
+        sock.close()
+
+
 @pytest.mark.parametrize("url", [
     "https://ehr.example.org/fhir-evil/Patient/1",
     "https://ehr.example.org.evil.com/fhir",
