@@ -8,6 +8,10 @@ Complex values (issuers, CORS origins) are JSON, e.g.::
     CDS_TRUSTED_ISSUERS='{"https://sandbox.cds-hooks.org":
         {"jku": ["https://sandbox.cds-hooks.org/.well-known/jwks.json"], "jwks_file": "sandbox-jwks.json"}}'
     CDS_CORS_ORIGINS='["https://sandbox.cds-hooks.org"]'
+    CDS_PUBLIC_BASE_URL=https://cds.example.org     # required with trusted issuers: the JWT aud
+
+Each issuer may list the FHIR servers its clients may name (``"fhir_servers": ["https://ehr.example.org/fhir"]``);
+without that list no FHIR fallback fetch is made for its calls (412).
 """
 
 from __future__ import annotations

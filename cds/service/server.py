@@ -56,7 +56,8 @@ def serve(host: str, port: int, rulesets: Path | None, data_dir: Path | None, ss
     Examples:
       cds serve                                   # http://127.0.0.1:8000/cds-services, open mode
       cds serve --port 9000 --rulesets ./rulesets --watch
-      CDS_TRUSTED_ISSUERS='{"https://ehr.example.org": {"jwks_url": "https://ehr.example.org/jwks"}}' \\
+      CDS_TRUSTED_ISSUERS='{"https://ehr.example.org": {"jwks_url": "https://ehr.example.org/jwks",
+        "fhir_servers": ["https://ehr.example.org/fhir"]}}' CDS_PUBLIC_BASE_URL=https://cds.example.org \\
         cds serve --host 0.0.0.0 --ssl-certfile cert.pem --ssl-keyfile key.pem
     Settings come from CDS_* environment variables (CDS_DATABASE_URL, CDS_TRUSTED_ISSUERS,
     CDS_CORS_ORIGINS, ...; see cds/service/config.py). Exit status 1 when the rulesets do not
