@@ -74,6 +74,10 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # replicas starting together on a fresh database: one migrates, the others wait here and
+            # then find the schema at head (released at the end of this transaction)
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
@@ -88,6 +92,8 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
 
+
+_MIGRATION_LOCK = 0x5C0D5_0001  # pg_advisory_xact_lock key of schema migrations (any fixed bigint)
 
 _REVISION = re.compile(r"^(down_revision|revision)\s*=\s*(.+)$", re.MULTILINE)
 

@@ -38,7 +38,6 @@ def _start(tmp_path: Path, name: str, database_url: str) -> tuple[subprocess.Pop
         "CDS_TRUSTED_ISSUERS": json.dumps({ISS: {"jwks": {"keys": [EC.jwk]}}}),
         "CDS_PUBLIC_BASE_URL": PUBLIC,
         "CDS_DATABASE_URL": database_url,
-        "CDS_DATABASE_AUTO_MIGRATE": "false",  # migrated once, before the replicas start
     })
     log_path = tmp_path / f"{name}.log"
     with log_path.open("w") as log:
@@ -71,12 +70,32 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
+@pytest.fixture()
+def fresh_pg_url():
+    """A new, empty schema (replicas start on a database nobody has migrated yet)."""
+    import uuid
+
+    dsn = os.environ.get("CDS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        admin = psycopg.connect(dsn, connect_timeout=3, autocommit=True)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {dsn}: {' '.join(str(exc).split())}")
+    schema = f"cds_replicas_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
 @pytest.mark.postgres
-def test_a_token_replayed_to_another_replica_is_refused(pg_url, tmp_path):
-    db = make_engine(pg_url)
-    migrate(db)
-    db.dispose()
-    replicas = [_start(tmp_path, name, pg_url) for name in ("replica-a", "replica-b")]
+def test_a_token_replayed_to_another_replica_is_refused(fresh_pg_url, tmp_path):
+    """Both replicas start at once on an empty database (one migrates, the other waits for it)."""
+    replicas = [_start(tmp_path, name, fresh_pg_url) for name in ("replica-a", "replica-b")]
     try:
         ports = [_port(process, log) for process, log in replicas]
         token = make_token(EC, iss=ISS, aud=PUBLIC + "/cds-services")
@@ -122,5 +141,45 @@ def test_the_database_cache_refuses_replays_and_forgets_expired_tokens(db_url):
             rows = session.execute(select(JtiRecord)).scalars().all()
         expiries = [r.expires_at if r.expires_at.tzinfo else r.expires_at.replace(tzinfo=UTC) for r in rows]
         assert len(rows) == 3 and all(e > datetime.now(UTC) - timedelta(seconds=1) for e in expiries)
+    finally:
+        db.dispose()
+
+
+_MIGRATE = """
+import sys, time
+from pathlib import Path
+from cds.service.db import make_engine, migrate
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+migrate(make_engine(sys.argv[1]))
+"""
+
+
+@pytest.mark.postgres
+def test_replicas_migrating_at_the_same_moment_do_not_collide(fresh_pg_url, tmp_path):
+    """Three processes (as replicas starting together) migrate one empty database at the same moment."""
+    go = tmp_path / "go"
+    logs = [tmp_path / f"migrate{i}.log" for i in range(3)]
+    processes = []
+    for log_path in logs:
+        with log_path.open("w") as log:
+            processes.append(subprocess.Popen([sys.executable, "-c", _MIGRATE, fresh_pg_url, str(go)],
+                                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+    time.sleep(3)  # all imported and waiting (polled below in any case)
+    go.touch()
+    try:
+        for process in processes:
+            process.wait(timeout=120)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert [p.returncode for p in processes] == [0, 0, 0], "\n".join(log.read_text() for log in logs)
+    db = make_engine(fresh_pg_url)
+    try:
+        with make_sessionmaker(db)() as session:
+            assert session.execute(select(JtiRecord)).scalars().all() == []  # the schema is there
     finally:
         db.dispose()
