@@ -173,7 +173,10 @@ class FhirSession:
 
     async def fetch(self, base: str, relative: str, token: str | None) -> FetchResult:
         """GET ``base/relative`` and, for a searchset, every next page up to ``max_pages``."""
-        self.check_server(base)
+        try:
+            self.policy.check_base(base, self.allowed)
+        except FhirServerRefused as exc:
+            raise FhirFetchError(f"refused before connecting: {exc}") from None
         url = base.rstrip("/") + "/" + relative.lstrip("/")
         self.check_server(url)
         first = await self._get_json(url, token)

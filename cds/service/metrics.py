@@ -49,7 +49,7 @@ class _EngineCollector(Collector):
             log.warning("engine stats unavailable for /metrics", exc_info=True)
             return
         for name, value in sorted(stats.items()):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or name == "queue_depth":
                 continue
             if name in _COUNTERS or name.endswith("_total"):
                 base = name.removesuffix("_total")

@@ -131,6 +131,13 @@ class FhirServerPolicy:
             raise FhirServerRefused(f"{parts.scheme}://{parts.netloc}{parts.path} is not among the issuer's "
                                     "fhir_servers")
 
+    def check_base(self, url: str, allowed: Sequence[str]) -> None:
+        """:meth:`check_url` for a ``fhirServer`` itself: a base URL has no query or fragment (one would
+        turn ``base/Patient/1`` into a request for another resource, e.g. ``/admin/x?/Patient/1``)."""
+        if "?" in url or "#" in url:
+            raise FhirServerRefused("fhirServer has a query or fragment")
+        self.check_url(url, allowed)
+
     def check_address(self, address: IPAddress) -> None:
         """Raise :class:`FhirServerRefused` for an address no FHIR request may go to."""
         address = _unmapped(address)
