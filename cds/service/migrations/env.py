@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from cds.service.models import Base
+from cds.service.why.store import EvaluationRecord  # noqa: F401  issue 12: cds_evaluation on Base.metadata
 
 config = context.config
 target_metadata = Base.metadata
