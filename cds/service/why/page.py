@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup, escape
 
+from cds.service.html import environment
 from cds.service.why.store import LINK_LABEL, Snapshot
 
 __all__ = ["render_error", "render_page"]
 
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: the rule file fields shown in their own sections; any other field (e.g. source attributes and the
 #: FDA criterion-4 basis added to the rule schema) is shown generically under "About this rule"
 _KNOWN_FIELDS = {"id", "title", "version", "status", "description", "hooks", "source", "evidence", "thresholds",
@@ -32,14 +30,6 @@ _KNOWN_FIELDS = {"id", "title", "version", "status", "description", "hooks", "so
 # the labs the SIR pathways read, in the order a clinician expects them (others follow)
 _LAB_ORDER = ["fasting_insulin", "triglycerides", "hba1c", "egfr", "alt", "bmi", "fasting_glucose",
               "lowest_glucose", "c_peptide", "leptin", "adiponectin", "weight", "lvef"]
-
-
-@lru_cache(maxsize=1)
-def _environment() -> Any:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-    return Environment(loader=FileSystemLoader(str(_TEMPLATES)), autoescape=select_autoescape(["html"]),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 _MATCHERS: dict[str, Any] = {}  # ruleset digest -> ConceptMatcher (memoised concept look-ups)
@@ -221,7 +211,7 @@ def render_page(ruleset: Any, snapshot: Snapshot, card_uuid: str, *, served_dige
         rule = ruleset.rule(rule_id)
     except KeyError:
         notes.append(f"Rule {rule_id!r} is not served any more: only the card as answered is shown.")
-        return _environment().get_template("why.html").render(**context)
+        return environment().get_template("why.html").render(**context)
     from cds.facts.build import build_facts
     from cds.service.why.trace import card_traces
 
@@ -244,9 +234,9 @@ def render_page(ruleset: Any, snapshot: Snapshot, card_uuid: str, *, served_dige
         patient=f"{facts.patient_id or '(no id)'}, {age}, sex {facts.sex}", ignored=[
             (i.fact, i.resource, i.reason) for i in facts.ignored if i.fact in names or i.fact.startswith("insulin")],
     )
-    return _environment().get_template("why.html").render(**context)
+    return environment().get_template("why.html").render(**context)
 
 
 def render_error(status: int, message: str) -> str:
     """A page with no patient data at all (bad, unknown or expired link)."""
-    return _environment().get_template("error.html").render(status=status, message=message)
+    return environment().get_template("error.html").render(status=status, message=message)
