@@ -44,6 +44,13 @@ async def _error(status: int, message: str) -> HTMLResponse:
     return _page(status, await anyio.to_thread.run_sync(render_error, status, message))
 
 
+@router.get("/why", include_in_schema=False)
+@router.get("/why/", include_in_schema=False)
+async def why_without_token() -> HTMLResponse:
+    """No token: the same page as a wrong one (and ``no-store``)."""
+    return await _error(404, "No page is available at this address.")
+
+
 @router.get("/why/{token}", name="why_page", response_class=HTMLResponse)
 async def why_page(token: str, state: StateDep) -> HTMLResponse:
     """The page for the one card the token names, built from the stored evaluation."""
