@@ -22,7 +22,7 @@ from cds.rules.conditions import All, AnyOf, Compare, Node, Not, Ref, Undecided
 if TYPE_CHECKING:
     from cds.rules.model import LoadedRule, RuleSet
 
-__all__ = ["RuleUsage", "rule_usage"]
+__all__ = ["RuleUsage", "fact_owners", "rule_usage"]
 
 _VS_SUFFIXES = ("active", "history", "days", "active_days", "drafted", "any", "allergy")
 _LAB_SUFFIXES = ("", "_last", "_last_days", "_low", "_high", "_low_inclusive", "_high_inclusive",
@@ -62,7 +62,7 @@ def _walk(node: Node | None, usage: RuleUsage, thresholds: set[str]) -> None:
         usage.facts |= node.facts()
 
 
-def _fact_owners(ruleset: RuleSet) -> dict[str, tuple[str, str]]:
+def fact_owners(ruleset: RuleSet) -> dict[str, tuple[str, str]]:
     """fact name (and its ``_known`` twin) -> ("lab"|"valueset", name)."""
     owners: dict[str, tuple[str, str]] = {}
     for lab in ruleset.labs.definitions:
@@ -90,7 +90,7 @@ def rule_usage(ruleset: RuleSet, rule: LoadedRule) -> RuleUsage:
     thresholds = set(ruleset.definitions.thresholds) | set(rule.spec.thresholds)
     for node in [rule.when, *rule.card_conditions, *[n for card in rule.suggestion_conditions for n in card]]:
         _walk(node, usage, thresholds)
-    owners = _fact_owners(ruleset)
+    owners = fact_owners(ruleset)
     for fact in usage.facts:
         kind, name = owners.get(fact, ("", ""))
         if kind == "lab":

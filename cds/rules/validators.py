@@ -21,6 +21,7 @@ from cds._exceptions import CDSError
 from cds.cards.conformance import spec_problem
 from cds.cards.render import TEMPLATE_NAMES, create_resource, parse_template, template_context
 from cds.facts.models import PatientFacts
+from cds.rules.fingerprint import check_fingerprints
 from cds.rules.model import Issue, LoadedRule, RuleSet
 from cds.rules.usage import rule_usage
 
@@ -307,6 +308,7 @@ VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_compiles,
     check_source_attributes,
     check_review_dates,
+    check_fingerprints,
 ]
 
 
