@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from jinja2 import TemplateSyntaxError, meta
 
@@ -21,7 +21,9 @@ from cds._exceptions import CDSError
 from cds.cards.conformance import spec_problem
 from cds.cards.render import TEMPLATE_NAMES, create_resource, parse_template, template_context
 from cds.facts.models import PatientFacts
+from cds.rules.fingerprint import check_fingerprints
 from cds.rules.model import Issue, LoadedRule, RuleSet
+from cds.rules.usage import rule_usage
 
 __all__ = ["SUMMARY_LIMIT", "VALIDATORS", "run_validators"]
 
@@ -247,6 +249,55 @@ def check_compiles(ruleset: RuleSet) -> list[Issue]:
     return issues
 
 
+# Facts whose use means a source attribute (HTI-1 (b)(11)(iv)(A)(10), (11), (13)) is used.
+_ATTRIBUTE_FACTS: dict[str, set[str]] = {
+    "age": {"date_of_birth"},
+    "bmi_z": {"date_of_birth", "sex"},  # BMI-for-age: age picks the child reference, which is sex-specific
+    "sex": {"sex"},
+    "pregnancy_observation": {"health_status_assessments"},  # USCDI Health Status Assessments: pregnancy status
+    "pregnancy_observation_unreadable": {"health_status_assessments"},
+}
+
+
+def check_source_attributes(ruleset: RuleSet) -> list[Issue]:
+    """A rule that decides on age, sex or a pregnancy-status assessment must say so in its attributes.
+
+    The schema makes every attribute present; this makes "used: false" true: the conditions are
+    walked (through the definitions they name) and each fact tied to an HTI-1 data element is
+    checked against the declaration, so a new age condition cannot leave "date of birth: not used".
+    """
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        facts = rule_usage(ruleset, rule).facts
+        facts |= {f.removesuffix("_known") for f in facts}
+        needed: dict[str, set[str]] = {}
+        for fact, elements in _ATTRIBUTE_FACTS.items():
+            if fact in facts:
+                for element in elements:
+                    needed.setdefault(element, set()).add(fact)
+        uses = rule.spec.source_attributes.uses
+        for element, by in sorted(needed.items()):
+            if not getattr(uses, element).used:
+                loc = ("source_attributes", "uses", element, "used")
+                issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
+                                    f"source_attributes.uses.{element}: says not used, but the conditions read "
+                                    f"{', '.join(sorted(by))}; set used: true and say how"))
+    return issues
+
+
+def check_review_dates(ruleset: RuleSet, today: date | None = None) -> list[Issue]:
+    """A passed ``next_review`` is a warning: the rule still runs, but its sign-off is out of date."""
+    today = today or datetime.now(UTC).date()
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        approval = rule.spec.approval
+        if approval is not None and date.fromisoformat(approval.next_review) < today:
+            issues.append(Issue(str(rule.path), rule.source.line_of(("approval", "next_review")), rule.spec.id,
+                                f"approval.next_review {approval.next_review} has passed: review the rule and "
+                                "record the new approval", severity="warning"))
+    return issues
+
+
 VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_templates,
     check_summary_length,
@@ -255,6 +306,9 @@ VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_resources_render,
     check_definitions_used,
     check_compiles,
+    check_source_attributes,
+    check_review_dates,
+    check_fingerprints,
 ]
 
 
