@@ -77,6 +77,11 @@ def test_every_card_of_every_sample_links_to_a_page_that_explains_it(service, en
         assert "The rule's conditions" in text
         assert "do not give this card" not in text, rule_id  # the stored values reproduce the card
         assert "all conditions hold" in text, rule_id
+        # the rule's HTI-1 source attributes, FDA criterion-4 basis and approval, as the rule file has them
+        assert "Source attributes (ONC HTI-1" in text and "Basis of the recommendation (FDA CDS guidance" in text
+        assert str(escape(spec.source_attributes.citation)) in text
+        assert spec.approval is not None and str(escape(spec.approval.approved_by)) in text
+        assert "{1.73_m2}" not in text  # units in plain notation
 
 
 def test_page_shows_the_decisive_value_threshold_and_chart(service) -> None:

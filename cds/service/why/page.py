@@ -117,16 +117,24 @@ def _generic(value: Any) -> Any:
     return value
 
 
-def _rule_attributes(spec: Any) -> list[tuple[str, Any]]:
-    extra = []
+def _rule_attributes(spec: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The rule's source attributes, FDA criterion-4 basis and approval as (section, [(label, value)]).
+
+    The rule model's own ``transparency()`` gives the sections in the regulation's order and wording
+    (the catalogue shows the same); any other field a rule file gains later is shown generically.
+    """
+    sections: list[tuple[str, list[tuple[str, Any]]]] = []
+    shown = set(_KNOWN_FIELDS)
+    transparency = getattr(spec, "transparency", None)
+    if callable(transparency):
+        sections = [(title, list(rows)) for title, rows in transparency()]
+        shown |= {"source_attributes", "fda_criterion_4", "approval"}
     for name in type(spec).model_fields:
-        if name in _KNOWN_FIELDS:
-            continue
         value = getattr(spec, name, None)
-        if value in (None, [], {}, ""):
+        if name in shown or value in (None, [], {}, ""):
             continue
-        extra.append((name.replace("_", " "), _generic(value)))
-    return extra
+        sections.append((name.replace("_", " ").capitalize(), [("", _generic(value))]))
+    return sections
 
 
 def _charts(rule: Any, ruleset: Any, record: Any, facts: Any, thresholds: list[Any]) -> list[Chart]:
@@ -234,7 +242,13 @@ def render_page(ruleset: Any, snapshot: Snapshot, card_uuid: str, *, served_dige
         patient=f"{facts.patient_id or '(no id)'}, {age}, sex {facts.sex}", ignored=[
             (i.fact, i.resource, i.reason) for i in facts.ignored if i.fact in names or i.fact.startswith("insulin")],
     )
-    return environment().get_template("why.html").render(**context)
+    return _plain_units(environment().get_template("why.html").render(**context))
+
+
+def _plain_units(html: str) -> str:
+    """UCUM annotations as a clinician writes them (``mL/min/1.73 m2``, not ``mL/min/{1.73_m2}``),
+    everywhere on the page: values, thresholds, trace and chart text come from shared wording."""
+    return html.replace("{1.73_m2}", "1.73 m2")
 
 
 def render_error(status: int, message: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cds.authoring.facts import plain_unit
 from cds.facts.labs import LabCatalog, months_before, observation_date, observation_text, read_observation
 from cds.facts.models import IgnoredValue, LabValue, PatientFacts, UnreadableValue
 from cds.fhir.ingest import PatientRecord
@@ -52,7 +53,7 @@ def lab_series(record: PatientRecord, catalog: LabCatalog, facts: PatientFacts, 
     for name in sorted(wanted, key=names.index):
         definition = catalog.definitions[name]
         start = months_before(facts.now, definition.lookback_months) if definition.lookback_months else None
-        out[name] = LabSeries(name=name, title=definition.title, unit=definition.unit,
+        out[name] = LabSeries(name=name, title=definition.title, unit=plain_unit(definition.unit),
                               lookback_months=definition.lookback_months, lookback_start=start)
     for observation in record.of_type("Observation"):
         hits = catalog.candidates(observation)
