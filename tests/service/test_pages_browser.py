@@ -76,7 +76,7 @@ def test_no_patient_data_without_a_valid_link(service, browser_page) -> None:
     assert browser_page.goto(url).status == 200
 
 
-def test_dashboard_in_the_browser(service, browser_page) -> None:
+def test_dashboard_in_the_browser(service, browser_page, tmp_path) -> None:
     cards = [card_for(service, f"brw-d{i}") for i in range(3)]
     now = datetime.now(UTC).isoformat()
     reason = cards[0]["overrideReasons"][0]
@@ -95,6 +95,7 @@ def test_dashboard_in_the_browser(service, browser_page) -> None:
     cells = row.locator("td").all_inner_texts()
     assert int(cells[2]) >= 3 and cells[-2].endswith("%") and reason["display"] in cells[-1]
     assert "sir-suspected" in charts.nth(1).text_content()
+    browser_page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     # a person picks another range with the form: an old range has no cards
     browser_page.fill('input[name="from"]', "2020-01-01")
     browser_page.fill('input[name="to"]', "2020-01-31")

@@ -168,5 +168,5 @@ def bar_chart(title: str, categories: Sequence[str], stacks: dict[str, Sequence[
         ax.set_xlim(0, max(left + [1.0]) * 1.15)
         ax.set_title(title, loc="left", fontsize=10)
         if stacks:
-            ax.legend(loc="lower right", fontsize=7, frameon=False)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
         return _svg(figure, title)

@@ -17,7 +17,7 @@ import json
 import logging
 import uuid
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, select
@@ -76,7 +76,10 @@ def capture(audit: Any, completed: dict[str, Any], body: dict[str, Any]) -> None
     cards = body.get("cards") or []
     if not cards:
         return  # no card, no link, nothing to explain
-    audit.why = Snapshot(key=str(uuid.uuid4()), request=completed, now=audit.received_at, hook=audit.hook,
+    # The engine took "now" when its worker started on the call (it is not sent back); the instant just
+    # after it answered is milliseconds from it, where the call's arrival can be seconds before (FHIR
+    # fetches, queueing). The page says so if the stored values no longer give the card.
+    audit.why = Snapshot(key=str(uuid.uuid4()), request=completed, now=datetime.now(UTC), hook=audit.hook,
                          ruleset_digest=audit.ruleset_digest, cards=json.loads(json.dumps(cards)))
 
 
