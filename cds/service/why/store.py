@@ -13,13 +13,13 @@ card), then ``crud.record_call`` inserts :func:`evaluation_row` with the call.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 import zlib
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -80,7 +80,7 @@ def capture(audit: Any, completed: dict[str, Any], body: dict[str, Any]) -> None
     # after it answered is milliseconds from it, where the call's arrival can be seconds before (FHIR
     # fetches, queueing). The page says so if the stored values no longer give the card.
     audit.why = Snapshot(key=str(uuid.uuid4()), request=completed, now=datetime.now(UTC), hook=audit.hook,
-                         ruleset_digest=audit.ruleset_digest, cards=json.loads(json.dumps(cards)))
+                         ruleset_digest=audit.ruleset_digest, cards=orjson.loads(orjson.dumps(cards)))
 
 
 def link_base(settings: Any, request: Any) -> str:
@@ -115,12 +115,13 @@ def attach_links(state: Any, request: Any, audit: Any, body: dict[str, Any]) -> 
 
 def evaluation_row(call_id: int, snapshot: Snapshot) -> EvaluationRecord:
     """The row stored with the audit record (called by ``crud.record_call`` in its transaction)."""
-    document = json.dumps({"request": snapshot.request, "now": snapshot.now.isoformat(), "cards": snapshot.cards},
-                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # orjson and zlib level 1: this runs on every call with cards, in the service process that is the
+    # throughput limit (about 5 + 10 ms for a 3 MB request, against 30 + 20 ms with json and level 6)
+    document = orjson.dumps({"request": snapshot.request, "now": snapshot.now.isoformat(), "cards": snapshot.cards})
     return EvaluationRecord(key=snapshot.key, call_id=call_id, created_at=snapshot.now, hook=snapshot.hook,
                             ruleset_digest=snapshot.ruleset_digest,
                             card_uuids=[c.get("uuid") for c in snapshot.cards if c.get("uuid")],
-                            snapshot=zlib.compress(document, 6), snapshot_bytes=len(document))
+                            snapshot=zlib.compress(document, 1), snapshot_bytes=len(document))
 
 
 def load_snapshot(sessions: sessionmaker[Session], key: str, card_uuid: str) -> Snapshot | None:
@@ -129,6 +130,6 @@ def load_snapshot(sessions: sessionmaker[Session], key: str, card_uuid: str) -> 
         row = session.execute(select(EvaluationRecord).where(EvaluationRecord.key == key)).scalar_one_or_none()
         if row is None or card_uuid not in (row.card_uuids or []):
             return None
-        document = json.loads(zlib.decompress(row.snapshot))
+        document = orjson.loads(zlib.decompress(row.snapshot))
     return Snapshot(key=row.key, request=document["request"], now=datetime.fromisoformat(document["now"]),
                     hook=row.hook, ruleset_digest=row.ruleset_digest, cards=document["cards"])
