@@ -3,10 +3,10 @@
 Why: an EHR side panel holds about eight short lines (issue 12), so the length of ``detail`` is a
 clinical-usability property of the rules, measured the way the cards are really produced (the
 Engine on each manifest entry, at the manifest's ``now``) rather than estimated from the
-templates. ``cds rules cardsize`` prints the figures; a test asserts the budget on them.
+templates. ``tests/authoring/test_card_size.py`` asserts the budget on them and prints the figures.
 
-The budget itself (:data:`DETAIL_MAX_LINES`, :data:`DETAIL_MAX_CHARS`) is checked per rendered
-card here and, on every rule test case, by :mod:`cds.authoring.gate` (a validation error).
+The budget (:data:`cds.rules.validators.DETAIL_MAX_LINES` and friends) is checked here on every
+rendered card, and estimated from each template by ``cds rules validate`` (an error).
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ import yaml
 
 from cds.fhir.dates import parse_now
 from cds.rules.model import RuleSet
+from cds.rules.validators import DETAIL_MAX_CHARS, DETAIL_MAX_LINE_CHARS, DETAIL_MAX_LINES
 
 __all__ = ["DETAIL_MAX_CHARS", "DETAIL_MAX_LINES", "DETAIL_MAX_LINE_CHARS", "RenderedCard", "detail_lines",
            "detail_problem", "sample_cards", "size_report"]
 
-DETAIL_MAX_LINES = 8         # issue 12: "at most about 8 short lines"
-DETAIL_MAX_LINE_CHARS = 160  # one "short line": a value with its date and unit, or one sentence
-DETAIL_MAX_CHARS = 900       # the whole detail, Markdown included
 
 
 def detail_lines(detail: str) -> list[str]:

@@ -10,34 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds.cards.render import plain_unit
 from cds.rules.model import RuleSet
 from cds.rules.usage import fact_owners
 
 __all__ = ["fact_rows", "plain_unit"]
-
-# UCUM codes as a clinician writes them (issue 12: "mL/min/1.73 m2", not "mL/min/{1.73_m2}").
-_PLAIN_UNITS = {
-    "mL/min/{1.73_m2}": "mL/min/1.73 m2",
-    "kg/m2": "kg/m2",
-    "a": "years",
-    "d": "days",
-    "U/d": "U/day",
-    "U/kg/d": "U/kg/day",
-    "[IU]/L": "IU/L",
-    "U/L": "U/L",
-    "10*9/L": "x10^9/L",
-    "[uIU]/mL": "uIU/mL",
-}
-
-
-def plain_unit(unit: str | None) -> str:
-    """A UCUM code in plain notation: braces and underscores gone, known codes spelled out."""
-    if not unit:
-        return ""
-    if unit in _PLAIN_UNITS:
-        return _PLAIN_UNITS[unit]
-    return unit.replace("{", "").replace("}", "").replace("_", " ").replace("[", "").replace("]", "")
-
 
 def fact_rows(ruleset: RuleSet) -> list[dict[str, Any]]:
     """One row per fact, sorted by name: name, type, unit (plain and UCUM), description, source."""

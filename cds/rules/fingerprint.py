@@ -97,7 +97,7 @@ def check_fingerprints(ruleset: RuleSet) -> list[Issue]:
         return [Issue(str(path), 1, None, f"cannot read the fingerprints: {exc}")]
     if recorded is None:
         return []
-    update = "then record it with `cds rules fingerprint --update`"
+    update = "record it with `cds rules fingerprint --update`"
     issues: list[Issue] = []
     for rule in ruleset.rules:
         entry = recorded.get(rule.spec.id)
@@ -112,8 +112,8 @@ def check_fingerprints(ruleset: RuleSet) -> list[Issue]:
         if entry.get("version") == rule.spec.version:
             issues.append(Issue(*where, (
                 f"the rule's card text or logic changed (conditions, cards, or a shared threshold, definition, "
-                f"value set or lab it uses) but its version is still {rule.spec.version}: bump the version and "
-                f"add a changelog line, {update}"), severity="warning"))
+                f"value set or lab it uses) but its version is still {rule.spec.version}: bump the version, add a "
+                f"changelog line, then {update}"), severity="warning"))
         else:
             issues.append(Issue(*where, f"version {rule.spec.version} is not recorded in {FINGERPRINT_FILE} "
                                         f"(recorded: {entry.get('version')}): {update}", severity="warning"))

@@ -111,7 +111,11 @@ class CardSpec(_Strict):
     hooks: list[HookName] | None = Field(default=None, description="narrower than the rule's hooks")
     when: ConditionData = None
     summary: str = Field(min_length=5, description="Jinja template; rendered text must be < 140 characters")
-    detail: str = Field(min_length=5, description="Jinja template producing Markdown")
+    detail: str = Field(min_length=5, description="Jinja template producing Markdown: at most about 8 short lines "
+                        "(the decisive values with dates, the one-sentence reason, the next step)")
+    more: str | None = Field(default=None, description="Jinja template producing Markdown: the longer explanation "
+                             "(dosing details, supporting features, what else to consider), shown on the "
+                             "'why this card' page and in the catalogue, not in the EHR panel")
     suggestions: list[SuggestionSpec] = Field(default_factory=list)
     selection: Literal["at-most-one", "any"] | None = None
 
