@@ -94,6 +94,7 @@ def test_page_shows_the_decisive_value_threshold_and_chart(service) -> None:
     assert "240 pmol/L (40 uIU/mL) on 2026-01-05" in text  # the value the rule used, with its date
     assert "150 pmol/L" in text and "&gt; 150 pmol/L" in text  # the threshold, also drawn on the chart
     assert "sir-suspected" in text and "Observation/why-1-ins" in text  # evidence names the record
+    assert 'id="more"' in text and "Supporting features" in text  # the longer text the short card leaves out
 
 
 def test_link_is_bound_to_its_card_and_signed(service) -> None:

@@ -177,6 +177,18 @@ def _charts(rule: Any, ruleset: Any, record: Any, facts: Any, thresholds: list[A
     return charts
 
 
+def _more(rule: Any, index: int, facts: Any, ruleset: Any) -> str | None:
+    """The card's longer explanation (the rule's ``more`` text), if the card model has one."""
+    try:
+        from cds.cards.render import render_more
+    except ImportError:  # a card model without the longer text
+        return None
+    try:
+        return render_more(rule.spec, index, facts, global_thresholds=dict(ruleset.definitions.thresholds))
+    except Exception as exc:  # noqa: BLE001 - the rest of the page still explains the card
+        return f"(the longer explanation could not be rendered: {type(exc).__name__})"
+
+
 def _evidence(rule: Any, facts: Any, lab_names: list[str]) -> list[tuple[str, str, str]]:
     """(what, value with date, source resource) for the recorded data the rule's conditions read."""
     rows: list[tuple[str, str, str]] = []
@@ -211,7 +223,7 @@ def render_page(ruleset: Any, snapshot: Snapshot, card_uuid: str, *, served_dige
     context: dict[str, Any] = {
         "card": card, "detail": markdown_lite(card.get("detail")), "now": snapshot.now, "rule": None,
         "rule_id": rule_id, "card_version": card_version, "charts": [], "traces": [], "chosen": None,
-        "evidence": [], "attributes": [], "notes": notes, "patient": None, "ignored": [], "suggestions": [
+        "evidence": [], "attributes": [], "notes": notes, "patient": None, "ignored": [], "more": Markup(""), "suggestions": [
             s.get("label") for s in card.get("suggestions") or []],
         "links": [link for link in card.get("links") or [] if link.get("label") != LINK_LABEL],
     }
@@ -234,10 +246,12 @@ def render_page(ruleset: Any, snapshot: Snapshot, card_uuid: str, *, served_dige
                      + ("(no card of the rule holds)." if chosen is None else
                         f"(card {chosen}, {traces[chosen].indicator}, would be shown).")
                      + " The trace below is what the rules say now.")
+    more = _more(rule, chosen, facts, ruleset) if chosen is not None else None
     names = _lab_names(rule, ruleset)
     age = f"{facts.age_years:.0f} years" if facts.age_years is not None else "age unknown"
     context.update(
-        rule=rule.spec, traces=traces, chosen=chosen, charts=_charts(rule, ruleset, record, facts, thresholds),
+        rule=rule.spec, traces=traces, chosen=chosen, more=markdown_lite(more),
+        charts=_charts(rule, ruleset, record, facts, thresholds),
         evidence=_evidence(rule, facts, names), attributes=_rule_attributes(rule.spec),
         patient=f"{facts.patient_id or '(no id)'}, {age}, sex {facts.sex}", ignored=[
             (i.fact, i.resource, i.reason) for i in facts.ignored if i.fact in names or i.fact.startswith("insulin")],
