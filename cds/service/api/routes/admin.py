@@ -111,7 +111,9 @@ async def dashboard(request: Request, state: StateDep) -> HTMLResponse:
         return render_dashboard(summary(state.sessions, window), query=str(request.url.query))
 
     html = await anyio.to_thread.run_sync(build)
-    return HTMLResponse(html, headers=_PRIVATE)
+    from cds.service.api.routes.why import PAGE_HEADERS  # no-store, no referrer, no script (CSP)
+
+    return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
 @router.get("/dashboard.json", name="admin_dashboard_json")
