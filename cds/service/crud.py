@@ -85,7 +85,7 @@ def record_call(*, sessions: sessionmaker[Session], audit: CallAudit) -> int:
                 patient_id=audit.patient_id, created_at=audit.received_at,
             ))
         if audit.why is not None:  # issue 12: what the engine saw, in the same transaction
-            session.add(why_store.evaluation_row(call.id, audit.why))
+            why_store.add_evaluation(session, call.id, audit.why)
         return call.id
 
 

@@ -196,3 +196,17 @@ def test_page_on_sqlite_and_postgresql(db_service) -> None:
     assert row.card_uuids == [card["uuid"]] and 0 < len(row.snapshot) < row.snapshot_bytes
     page = db_service.client.get(why_links(card)[0]["url"])
     assert page.status_code == 200 and re.search(r"<svg[^>]*class=\"chart\"", page.text)
+
+
+def test_odd_but_valid_json_never_costs_the_card_or_the_audit(service) -> None:
+    """A lone surrogate ("\\ud800", valid JSON text) in the record: the card, its link and the page still work."""
+    resources = patient_resources("why-9")
+    resources["Patient"][0]["name"] = [{"text": "Ann\ud800 Example"}]
+    body = hook_request("patient-view", "why-9", prefetch=full_prefetch(templates(service), resources))
+    text = json.dumps(body)  # ensure_ascii: the lone surrogate travels as the escape \ud800
+    assert "\\ud800" in text
+    response = service.client.post(SERVICE, content=text.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    page = service.client.get(why_links(card)[0]["url"])
+    assert page.status_code == 200 and "240 pmol/L" in page.text

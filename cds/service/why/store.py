@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import json
 import zlib
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from cds.service.models import Base
 from cds.service.why.tokens import signer_for
 
-__all__ = ["EvaluationRecord", "Snapshot", "attach_links", "capture", "evaluation_row", "load_snapshot"]
+__all__ = ["EvaluationRecord", "Snapshot", "add_evaluation", "attach_links", "capture", "evaluation_row", "load_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,16 @@ def capture(audit: Any, completed: dict[str, Any], body: dict[str, Any]) -> None
     cards = body.get("cards") or []
     if not cards:
         return  # no card, no link, nothing to explain
+    try:
+        copied = _loads(_dumps(cards))
+    except Exception as exc:  # noqa: BLE001 - never cost the clinician the cards
+        log.error("why page: the cards could not be copied (%s); answered without links", type(exc).__name__)
+        return
     # The engine took "now" when its worker started on the call (it is not sent back); the instant just
     # after it answered is milliseconds from it, where the call's arrival can be seconds before (FHIR
     # fetches, queueing). The page says so if the stored values no longer give the card.
     audit.why = Snapshot(key=str(uuid.uuid4()), request=completed, now=datetime.now(UTC), hook=audit.hook,
-                         ruleset_digest=audit.ruleset_digest, cards=orjson.loads(orjson.dumps(cards)))
+                         ruleset_digest=audit.ruleset_digest, cards=copied)
 
 
 def link_base(settings: Any, request: Any) -> str:
@@ -113,11 +119,38 @@ def attach_links(state: Any, request: Any, audit: Any, body: dict[str, Any]) -> 
         log.error("could not add the why-page links (%s); cards answered without them", type(exc).__name__)
 
 
+def _dumps(value: Any) -> bytes:
+    """JSON bytes; what orjson refuses (a lone surrogate such as ``"\\ud800"``, valid JSON text) is written
+    by the standard library with escapes, so any request the engine evaluated can be stored."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def add_evaluation(session: Session, call_id: int, snapshot: Snapshot) -> None:
+    """Add the row to the audit transaction; a snapshot that cannot be serialised is logged and left out,
+    never allowed to fail the audit record itself (the page then answers 404)."""
+    try:
+        row = evaluation_row(call_id, snapshot)
+    except Exception as exc:  # noqa: BLE001 - the audit row matters more than the why page
+        log.error("why page: the evaluation of call %s could not be stored (%s)", call_id, type(exc).__name__)
+        return
+    session.add(row)
+
+
 def evaluation_row(call_id: int, snapshot: Snapshot) -> EvaluationRecord:
     """The row stored with the audit record (called by ``crud.record_call`` in its transaction)."""
     # orjson and zlib level 1: this runs on every call with cards, in the service process that is the
     # throughput limit (about 5 + 10 ms for a 3 MB request, against 30 + 20 ms with json and level 6)
-    document = orjson.dumps({"request": snapshot.request, "now": snapshot.now.isoformat(), "cards": snapshot.cards})
+    document = _dumps({"request": snapshot.request, "now": snapshot.now.isoformat(), "cards": snapshot.cards})
     return EvaluationRecord(key=snapshot.key, call_id=call_id, created_at=snapshot.now, hook=snapshot.hook,
                             ruleset_digest=snapshot.ruleset_digest,
                             card_uuids=[c.get("uuid") for c in snapshot.cards if c.get("uuid")],
@@ -130,6 +163,6 @@ def load_snapshot(sessions: sessionmaker[Session], key: str, card_uuid: str) -> 
         row = session.execute(select(EvaluationRecord).where(EvaluationRecord.key == key)).scalar_one_or_none()
         if row is None or card_uuid not in (row.card_uuids or []):
             return None
-        document = orjson.loads(zlib.decompress(row.snapshot))
+        document = _loads(zlib.decompress(row.snapshot))
     return Snapshot(key=row.key, request=document["request"], now=datetime.fromisoformat(document["now"]),
                     hook=row.hook, ruleset_digest=row.ruleset_digest, cards=document["cards"])

@@ -35,7 +35,8 @@ PAGE_HEADERS = {
 
 
 def _page(status: int, html: str) -> HTMLResponse:
-    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+    # a lone surrogate from the record (valid JSON text, not UTF-8) becomes "?" instead of a 500
+    return HTMLResponse(html.encode("utf-8", "replace"), status_code=status, headers=PAGE_HEADERS)
 
 
 async def _error(status: int, message: str) -> HTMLResponse:
