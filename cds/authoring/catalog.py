@@ -13,16 +13,20 @@ out by two small renderers, so Markdown and HTML cannot disagree.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from cds.authoring.testfile import TestFileError, load_test_file, test_path_for
+from cds.cards.render import plain_unit, plain_units
 from cds.facts.models import fmt_number
 from cds.rules.conditions import All, AnyOf, Compare, ConditionParser, Node, Not, Ref
 from cds.rules.model import LoadedRule, RuleSet
+from cds.rules.usage import RuleUsage, rule_usage
 from cds.valuesets import SYSTEM_ALIASES
 
-__all__ = ["build_catalog", "condition_outline", "render_html", "render_markdown"]
+__all__ = ["ExampleCard", "build_catalog", "build_template_appendix", "build_valueset_appendix", "catalog_json",
+           "condition_outline", "example_cards", "render_html", "render_markdown"]
 
 # -- document model ----------------------------------------------------------------------------------
 
@@ -81,7 +85,7 @@ def _compare_text(node: Compare, ruleset: RuleSet) -> Inline:
         return [("" if positive else "NOT ") + (node.label or meaning), " (", ("code", node.fact), ")"]
     if node.kind == "string":
         return [meaning, f" {_SYMBOL_WORDS[node.op]} ", ("b", str(node.value)), " (", ("code", node.fact), ")"]
-    return [meaning, " ", ("b", f"{_SYMBOL_WORDS[node.op]} {node.shown}"), " (", ("code", node.fact), ")"]
+    return [meaning, " ", ("b", f"{_SYMBOL_WORDS[node.op]} {plain_units(node.shown)}"), " (", ("code", node.fact), ")"]
 
 
 def condition_outline(node: Node | None, ruleset: RuleSet, depth: int = 0) -> list[tuple[int, Inline]]:
@@ -107,7 +111,7 @@ def condition_outline(node: Node | None, ruleset: RuleSet, depth: int = 0) -> li
         return [(depth, [("link", node.name, f"#def-{node.name}"), f": {text}" if text else ""])]
     if isinstance(node, Compare):
         return [(depth, _compare_text(node, ruleset))]
-    return [(depth, [node.describe()])]
+    return [(depth, [plain_units(node.describe())])]
 
 
 # -- building the document ---------------------------------------------------------------------------
@@ -128,14 +132,14 @@ def _test_summary(rule: LoadedRule) -> tuple[int, Inline, list[tuple[int, Inline
     return len(tests.cases), [f"{len(tests.cases)} cases ({fires} fires, {silent} silent) in ", ("code", path.name)], items
 
 
-def _thresholds(rule: LoadedRule, ruleset: RuleSet) -> list[list[Inline]]:
+def _thresholds(rule: LoadedRule, ruleset: RuleSet, usage: RuleUsage) -> list[list[Inline]]:
     rows: list[list[Inline]] = []
-    for name in sorted(rule.used_thresholds):
+    for name in sorted(usage.thresholds):
         spec = rule.spec.thresholds.get(name) or ruleset.definitions.thresholds.get(name)
         if spec is None:
             continue
         scope = "this rule" if name in rule.spec.thresholds else "shared"
-        rows.append([[("code", name)], [fmt_number(spec.value)], [spec.unit or "-"], [spec.source], [scope]])
+        rows.append([[("code", name)], [fmt_number(spec.value)], [plain_unit(spec.unit) or "-"], [spec.source], [scope]])
     return rows
 
 
@@ -151,53 +155,129 @@ def _action_text(action: Any) -> Inline:
         return [f"create {resource.get('resourceType')}{code}"
                 + (f" ({action.description})" if action.description else "")]
     if action.delete_drafts is not None:
-        return ["delete each drafted order of ", ("link", action.delete_drafts, f"#vs-{action.delete_drafts}")]
+        return ["delete each drafted order of ", ("link", action.delete_drafts, f"valuesets.html#vs-{action.delete_drafts}")]
     return ["stop (update to status stopped) each active request of ",
-            ("link", action.stop_active or "", f"#vs-{action.stop_active}")]
+            ("link", action.stop_active or "", f"valuesets.html#vs-{action.stop_active}")]
 
 
-def _rule_blocks(rule: LoadedRule, ruleset: RuleSet) -> list[Block]:
+@dataclass(frozen=True)
+class ExampleCard:
+    """A card as the clinician sees it, rendered by the real engine for one of the rule's test cases."""
+
+    case: str
+    hook: str
+    card_index: int
+    indicator: str
+    summary: str
+    detail: str
+
+
+def example_cards(ruleset: RuleSet, rule: LoadedRule, engine: Any | None = None) -> list[ExampleCard]:
+    """One rendered example per card of the rule (the first ``fires`` case that shows it), in card order.
+
+    The cases are the rule's own ``<id>.test.yaml``: the committee signs what the tests prove.
+    """
+    from cds.engine import Engine
+
+    path = test_path_for(rule.path)
+    if not path.exists():
+        return []
+    try:
+        tests = load_test_file(path)
+    except TestFileError:
+        return []
+    engine = engine or Engine(ruleset, include_drafts=True)
+    found: dict[int, ExampleCard] = {}
+    for case in tests.cases:
+        if case.spec.expect != "fires" or case.spec.todo or len(found) == len(rule.spec.cards):
+            continue
+        try:
+            evaluation = engine.evaluate(case.request, now=case.now)
+        except Exception:  # noqa: BLE001 - a case the engine refuses is reported by cds rules test
+            continue
+        index = evaluation.chosen.get(rule.spec.id)
+        if index is None or index in found:
+            continue
+        for card in evaluation.cards:
+            if card.source.topic is not None and card.source.topic.code == rule.spec.id:
+                found[index] = ExampleCard(case.name, case.hook, index, card.indicator, card.summary,
+                                           card.detail or "")
+    return [found[i] for i in sorted(found)]
+
+
+def _transparency_blocks(rule: LoadedRule) -> list[Block]:
+    blocks: list[Block] = []
+    for title, rows in rule.spec.transparency():
+        blocks.append(Para([("b", title)]))
+        blocks.append(Table(["Attribute", "Value"], [[[label], [value]] for label, value in rows]))
+    return blocks
+
+
+_IF_BLOCK = re.compile(r"\{%-?\s*if\b.*?%\}.*?\{%-?\s*endif\s*-?%\}", re.DOTALL)
+_VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+
+def _label_text(template: str) -> str:
+    """A suggestion label without its Jinja: optional parts dropped, values shown as [value]."""
+    text = _VALUE.sub("[value]", _IF_BLOCK.sub("", template))
+    return " ".join(re.sub(r"\{%.*?%\}", "", text).split())
+
+
+def _rule_blocks(rule: LoadedRule, ruleset: RuleSet, examples: list[ExampleCard]) -> list[Block]:
     spec = rule.spec
+    usage = rule_usage(ruleset, rule)
     _count, tests_text, test_items = _test_summary(rule)
+    approval = spec.approval
     blocks: list[Block] = [
         Heading(2, f"{spec.id}: {spec.title}", anchor=f"rule-{spec.id}"),
-        Table(["Version", "Status", "Hooks", "Tests"],
-              [[[spec.version], [("b", spec.status)], [", ".join(spec.hooks)], tests_text]]),
+        Table(["Version", "Status", "Hooks", "Tests", "Approved by", "Approved on", "Next review"],
+              [[[spec.version], [("b", spec.status)], [", ".join(spec.hooks)], tests_text,
+                [approval.approved_by if approval else ("b", "not approved")],
+                [approval.approved_on if approval else "-"], [approval.next_review if approval else "-"]]]),
         Para([spec.description.strip()]),
         Para([("b", "Applies when")]),
         Bullets(condition_outline(rule.when, ruleset)),
     ]
+    by_index = {e.card_index: e for e in examples}
     for index, card in enumerate(spec.cards):
         hooks = ", ".join(card.hooks or spec.hooks)
         blocks.append(Heading(3, f"Card {index + 1}: {card.indicator} ({hooks})"))
         blocks.append(Para([("i", "Shown when, in addition:")]))
         blocks.append(Bullets(condition_outline(rule.card_conditions[index], ruleset)))
-        blocks.append(Para([("b", "Summary: "), ("code", " ".join(card.summary.split()))]))
-        blocks.append(Details("Detail (Markdown template)", [Code(card.detail.strip())]))
+        example = by_index.get(index)
+        if example is not None:
+            blocks.append(Para([("b", "Example as the clinician sees it"), f" (test case: {example.case}; {example.hook}):"]))
+            blocks.append(Para([("b", "Summary: "), example.summary]))
+            blocks.append(Code(example.detail.strip()))
+        else:
+            blocks.append(Para([("b", "No test case shows this card"), " (its template is in the appendix)."]))
+        blocks.append(Para(["Templates: ", ("link", f"{spec.id} card {index + 1}", f"templates.html#tpl-{spec.id}-{index}"),
+                            " in the template appendix."]))
         if card.suggestions:
             items: list[tuple[int, Inline]] = []
             for suggestion in card.suggestions:
-                items.append((0, [("b", suggestion.label)]))
+                items.append((0, [("b", _label_text(suggestion.label))]))
                 items += [(1, _action_text(action)) for action in suggestion.actions]
             blocks.append(Para([("b", "Suggestions")]))
             blocks.append(Bullets(items))
-    rows = _thresholds(rule, ruleset)
+    rows = _thresholds(rule, ruleset, usage)
     if rows:
-        blocks.append(Para([("b", "Thresholds")]))
+        blocks.append(Para([("b", "Thresholds used")]))
         blocks.append(Table(["Name", "Value", "Unit", "Source", "Scope"], rows))
-    if rule.used_valuesets:
-        blocks.append(Para([("b", "Value sets: "), *_join([("link", v, f"#vs-{v}") for v in sorted(rule.used_valuesets)])]))
-    if rule.used_definitions:
-        blocks.append(Para([("b", "Definitions: "), *_join([("link", d, f"#def-{d}") for d in sorted(rule.used_definitions)])]))
+    if usage.valuesets:
+        blocks.append(Para([("b", "Value sets used: "),
+                            *_join([("link", v, f"valuesets.html#vs-{v}") for v in sorted(usage.valuesets)]),
+                            " (codes in the value-set appendix)"]))
+    if usage.definitions:
+        blocks.append(Para([("b", "Definitions used: "), *_join([("link", d, f"#def-{d}") for d in sorted(usage.definitions)])]))
     evidence: list[tuple[int, Inline]] = [(0, [("b", "Source (on the card): "), *_reference(spec.source)])]
     evidence += [(0, _reference(ref)) for ref in spec.evidence]
     blocks.append(Para([("b", "Evidence")]))
     blocks.append(Bullets(evidence))
-    if spec.limitations:
-        blocks.append(Para([("b", "Limitations: "), spec.limitations.strip()]))
+    blocks += _transparency_blocks(rule)  # the limitations are its "Known limitations" row
     blocks.append(Para([("b", "Tests: "), *tests_text]))
     if test_items:
-        blocks.append(Bullets(test_items))
+        blocks.append(Details(f"{len(test_items)} test cases", [Bullets(test_items)]))
     return blocks
 
 
@@ -251,9 +331,16 @@ def _valueset_blocks(vs_id: str, vs: Any) -> list[Block]:
     return blocks
 
 
-def build_catalog(ruleset: RuleSet) -> list[Block]:
-    """The whole catalogue as blocks: contents, one section per rule, shared definitions, value sets."""
+def build_catalog(ruleset: RuleSet, examples: dict[str, list[ExampleCard]] | None = None) -> list[Block]:
+    """The catalogue as blocks: contents, one section per rule (rendered example cards, the thresholds,
+    value sets and definitions the rule uses, source attributes, approval), shared definitions, and a
+    value-set index; the full code lists are :func:`build_valueset_appendix` (a separate file)."""
     rules = sorted(ruleset.rules, key=lambda r: r.spec.id)
+    if examples is None:
+        from cds.engine import Engine
+
+        engine = Engine(ruleset, include_drafts=True)
+        examples = {r.spec.id: example_cards(ruleset, r, engine) for r in rules}
     statuses = {s: sum(1 for r in rules if r.spec.status == s) for s in ("active", "draft", "retired")}
     blocks: list[Block] = [
         Heading(1, "SIR CDS rule catalogue"),
@@ -271,9 +358,10 @@ def build_catalog(ruleset: RuleSet) -> list[Block]:
             for r in rules
         ]),
     ]
+    usages = {r.spec.id: rule_usage(ruleset, r) for r in rules}
     for rule in rules:
-        blocks += _rule_blocks(rule, ruleset)
-    used_defs = set().union(*(r.used_definitions for r in rules)) if rules else set()
+        blocks += _rule_blocks(rule, ruleset, examples.get(rule.spec.id, []))
+    used_defs = set().union(*(u.definitions for u in usages.values())) if rules else set()
     blocks.append(Heading(2, "Shared definitions", anchor="definitions"))
     blocks.append(Para(["Named conditions from ", ("code", "definitions.yaml"), " used by the rules above."]))
     for name, definition in ruleset.definitions.definitions.items():
@@ -287,10 +375,84 @@ def build_catalog(ruleset: RuleSet) -> list[Block]:
                                  definitions=dict(ruleset.definitions.definitions))
         blocks.append(Bullets(condition_outline(parser.parse(definition.when), ruleset)))
     blocks.append(Heading(2, "Value sets", anchor="valuesets"))
-    used_vs = sorted(set().union(*(r.used_valuesets for r in rules)) if rules else set())
-    for vs_id in used_vs:
+    blocks.append(Para(["The codes of each value set are in the appendix ", ("link", "valuesets.md", "valuesets.html"),
+                        " (", ("code", "cds rules catalog -o DIR"), " writes it beside this file)."]))
+    used_vs = sorted(set().union(*(u.valuesets for u in usages.values())) if rules else set())
+    blocks.append(Table(["Value set", "Title", "Kind", "Codes", "Used by"], [
+        [[("link", vs_id, f"valuesets.html#vs-{vs_id}")], [ruleset.valuesets[vs_id].title], [ruleset.valuesets[vs_id].kind],
+         [str(len(ruleset.valuesets[vs_id].codes) + len(ruleset.valuesets[vs_id].prefixes))],
+         [", ".join(r for r, u in usages.items() if vs_id in u.valuesets)]]
+        for vs_id in used_vs]))
+    return blocks
+
+
+def build_valueset_appendix(ruleset: RuleSet) -> list[Block]:
+    """Appendix: every value set the rules use, with its full code list (kept out of the catalogue's body)."""
+    used = sorted(set().union(*(rule_usage(ruleset, r).valuesets for r in ruleset.rules)) if ruleset.rules else set())
+    blocks: list[Block] = [Heading(1, "Appendix: value sets of the SIR CDS rules"),
+                           Para(["Ruleset digest ", ("code", ruleset.digest), f": {len(used)} value sets."])]
+    for vs_id in used:
         blocks += _valueset_blocks(vs_id, ruleset.valuesets[vs_id])
     return blocks
+
+
+def build_template_appendix(ruleset: RuleSet) -> list[Block]:
+    """Appendix: each card's templates (summary, detail, and the longer ``more`` of the why page).
+
+    A template shared by several cards (a YAML anchor) is printed once and referred to after that.
+    """
+    blocks: list[Block] = [Heading(1, "Appendix: card templates of the SIR CDS rules"),
+                           Para(["Ruleset digest ", ("code", ruleset.digest),
+                                 ". Jinja templates as written in the rule files; the catalogue shows them rendered."])]
+    for rule in sorted(ruleset.rules, key=lambda r: r.spec.id):
+        blocks.append(Heading(2, f"{rule.spec.id} {rule.spec.version}", anchor=f"tpl-{rule.spec.id}"))
+        seen: dict[str, int] = {}
+        for index, card in enumerate(rule.spec.cards):
+            blocks.append(Heading(3, f"Card {index + 1}: {card.indicator}", anchor=f"tpl-{rule.spec.id}-{index}"))
+            blocks.append(Code("summary: " + " ".join(card.summary.split())))
+            for name, text in (("detail", card.detail), ("more", card.more)):
+                if not text:
+                    continue
+                key = f"{name}\0{text}"
+                if key in seen:
+                    blocks.append(Para([f"{name}: as card {seen[key] + 1}."]))
+                else:
+                    seen[key] = index
+                    blocks.append(Para([("b", f"{name}:")]))
+                    blocks.append(Code(text.strip()))
+    return blocks
+
+
+def catalog_json(ruleset: RuleSet, examples: dict[str, list[ExampleCard]] | None = None) -> dict[str, Any]:
+    """The catalogue's facts as JSON: per rule the version, status, approval, source attributes,
+    criterion-4 basis, limitations, dependencies actually used and the rendered example cards."""
+    rules = sorted(ruleset.rules, key=lambda r: r.spec.id)
+    if examples is None:
+        from cds.engine import Engine
+
+        engine = Engine(ruleset, include_drafts=True)
+        examples = {r.spec.id: example_cards(ruleset, r, engine) for r in rules}
+    out = []
+    for rule in rules:
+        spec, usage = rule.spec, rule_usage(ruleset, rule)
+        out.append({
+            "id": spec.id, "title": spec.title, "version": spec.version, "status": spec.status,
+            "hooks": list(spec.hooks),
+            "approval": spec.approval.model_dump() if spec.approval else None,
+            "source_attributes": spec.source_attributes.model_dump(),
+            "fda_criterion_4": spec.fda_criterion_4.model_dump(),
+            "limitations": (spec.limitations or "").strip() or None,
+            "source": spec.source.model_dump(),
+            "evidence": [ref.model_dump() for ref in spec.evidence],
+            "thresholds": {name: {"value": t.value, "unit": plain_unit(t.unit) or None, "source": t.source}
+                           for name in sorted(usage.thresholds)
+                           if (t := spec.thresholds.get(name) or ruleset.definitions.thresholds.get(name)) is not None},
+            "valuesets": sorted(usage.valuesets),
+            "definitions": sorted(usage.definitions),
+            "examples": [{"case": e.case, "hook": e.hook, "card": e.card_index, "indicator": e.indicator,
+                          "summary": e.summary, "detail": e.detail} for e in examples.get(spec.id, [])],
+        })
+    return {"digest": ruleset.digest, "rules": out}
 
 
 # -- renderers ---------------------------------------------------------------------------------------
@@ -324,7 +486,9 @@ def _md_inline(spans: Inline, table: bool = False) -> str:
             out.append(f"{tick}{code}{tick}")
         else:
             label = _md_escape(span[1], table)
-            out.append(f"[{label}]({span[2]})" if len(span) > 2 and span[2] else label)
+            url = span[2] if len(span) > 2 and span[2] else ""
+            url = url.replace("valuesets.html#", "valuesets.md#").replace("templates.html#", "templates.md#")
+            out.append(f"[{label}]({url})" if url else label)
     return "".join(out)
 
 

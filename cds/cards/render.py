@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import uuid
 from typing import Any
 
@@ -21,7 +22,8 @@ from cds.cards.models import Action, Card, Coding, Link, Source, Suggestion
 from cds.facts.models import CodedItem, LabValue, PatientFacts, fmt_number
 from cds.fhir.validation import validate_resource
 
-__all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "create_resource", "parse_template", "render_card", "template_context"]
+__all__ = ["RULE_SYSTEM", "TEMPLATE_NAMES", "create_resource", "parse_template", "plain_unit", "plain_units",
+           "render_card", "template_context"]
 
 TEMPLATE_NAMES = frozenset({
     "patient", "lab", "last", "fact", "t", "conditions", "medications", "allergies", "procedures",
@@ -35,6 +37,49 @@ DEFAULT_OVERRIDE_REASONS = [
     Coding(system=OVERRIDE_REASON_SYSTEM, code="data-incorrect",
            display="The patient data shown is incorrect"),
 ]
+
+# UCUM codes as a clinician reads them (issue 12: "mL/min/1.73 m2", not "mL/min/{1.73_m2}").
+_PLAIN_UNITS = {
+    "mL/min/{1.73_m2}": "mL/min/1.73 m2",
+    "a": "years",
+    "d": "days",
+    "U/d": "U/day",
+    "U/kg/d": "U/kg/day",
+    "[IU]/L": "IU/L",
+    "[uIU]/mL": "uIU/mL",
+    "10*9/L": "x10^9/L",
+}
+_UCUM_ANNOTATION = re.compile(r"\{([^{}]*)\}")
+_RESOURCE_ID = re.compile(
+    r"\b(Observation|MedicationRequest|MedicationStatement|Condition|ServiceRequest|Procedure|Device|"
+    r"DeviceRequest|AllergyIntolerance|Encounter)/[A-Za-z0-9\-.]{1,64}\b")
+_TYPE_WORDS = {"Observation": "result", "MedicationRequest": "medication order", "MedicationStatement": "medication",
+               "Condition": "diagnosis", "ServiceRequest": "request", "Procedure": "procedure", "Device": "device",
+               "DeviceRequest": "device order", "AllergyIntolerance": "allergy", "Encounter": "encounter"}
+
+
+def plain_unit(unit: str | None) -> str:
+    """A UCUM code in plain notation: known codes spelled out, annotation braces and underscores gone."""
+    if not unit:
+        return ""
+    if unit in _PLAIN_UNITS:
+        return _PLAIN_UNITS[unit]
+    return _UCUM_ANNOTATION.sub(lambda m: m.group(1).replace("_", " "), unit).replace("[", "").replace("]", "")
+
+
+def plain_units(text: str) -> str:
+    """Every UCUM annotation in running text made plain: "30 mL/min/{1.73_m2}" -> "30 mL/min/1.73 m2"."""
+    for code in ("[IU]/L", "[uIU]/mL"):
+        text = text.replace(code, _PLAIN_UNITS[code])
+    return _UCUM_ANNOTATION.sub(lambda m: m.group(1).replace("_", " "), text) if "{" in text else text
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    """FHIR resource ids in card text replaced by what the resource is (its display name)."""
+    def name(match: re.Match[str]) -> str:
+        return names.get(match.group(0)) or _TYPE_WORDS.get(match.group(1), "record")
+    return _RESOURCE_ID.sub(name, text)
+
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["num"] = lambda v: fmt_number(v) if isinstance(v, (int, float)) else str(v)
@@ -122,6 +167,50 @@ class _Shown:
         return self.__getattr__(name)
 
 
+class _PlainLab:
+    """A lab value as card text prints it: plain units; every attribute is the LabValue's own."""
+
+    def __init__(self, value: LabValue) -> None:
+        self._value = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._value, name)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return plain_units(self._value.describe())
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _plain_labs(labs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _PlainLab(v) if isinstance(v, LabValue) else v for k, v in labs.items()}
+
+
+def _resource_names(facts: PatientFacts) -> dict[str, str]:
+    """``MedicationRequest/x`` -> "Humulin R U-100": every coded item the facts matched, by resource."""
+    names: dict[str, str] = {}
+    for group in (facts.medications, facts.conditions, facts.procedures, facts.devices, facts.allergies):
+        for items in group.values():
+            for item in items:
+                if isinstance(item, CodedItem) and item.resource and item.display:
+                    names.setdefault(item.resource, item.display)
+    return names
+
+
+def _named_insulin(facts: PatientFacts, names: dict[str, str]) -> Any:
+    insulin = facts.insulin
+    if insulin is None or not hasattr(insulin, "model_copy"):
+        return insulin
+    return insulin.model_copy(update={"items": [_named(i, names) for i in insulin.items],
+                                      "unknown_reasons": [_named(r, names) for r in insulin.unknown_reasons]})
+
+
 class Threshold:
     def __init__(self, value: float, unit: str | None) -> None:
         self.value, self.unit = value, unit
@@ -131,12 +220,17 @@ class Threshold:
 
 
 def template_context(facts: PatientFacts, thresholds: dict[str, Any], rule: Any) -> dict[str, Any]:
-    """The names a card template can use (documented in rulesets/README.md)."""
+    """The names a card template can use (documented in rulesets/README.md).
+
+    Lab values print with plain units, and insulin dose lines name the medication instead of its
+    FHIR resource id (issue 12: a clinician reads names and dates, not ``MedicationRequest/x``).
+    """
+    names = _resource_names(facts)
     return {
         "patient": {"id": facts.patient_id, "age": fmt_number(facts.age_years) if facts.age_years is not None else "unknown",
                     "age_years": int(facts.age_years) if facts.age_years is not None else None, "sex": facts.sex},
-        "lab": _View(facts.labs, NotRecorded),
-        "last": _View(facts.last_labs, NotRecorded),
+        "lab": _View(_plain_labs(facts.labs), NotRecorded),
+        "last": _View(_plain_labs(facts.last_labs), NotRecorded),
         "fact": _View(facts.values, NotRecorded),
         "t": _View({k: Threshold(v.value, v.unit) for k, v in thresholds.items()}, NotRecorded),
         "conditions": _View(facts.conditions, []),
@@ -144,7 +238,7 @@ def template_context(facts: PatientFacts, thresholds: dict[str, Any], rule: Any)
         "allergies": _View(facts.allergies, []),
         "procedures": _View(facts.procedures, []),
         "devices": _View(facts.devices, []),
-        "insulin": facts.insulin,
+        "insulin": _named_insulin(facts, names),
         "bmi_source": facts.bmi_source or "not available",
         "bmi_z": facts.bmi_z,
         "now": facts.now.date().isoformat(),
@@ -248,7 +342,7 @@ def render_card(
     summary = " ".join(render_text(spec.summary, context, where).split())
     if len(summary) >= 140:
         summary = summary[:136].rstrip() + "..."
-    detail = render_text(spec.detail, context, where).strip()
+    detail = _named(plain_units(render_text(spec.detail, context, where).strip()), _resource_names(facts))
     suggestions = []
     for number, suggestion in enumerate(spec.suggestions):
         if number in withheld:
@@ -277,8 +371,21 @@ def render_card(
     )
 
 
-def describe(item: LabValue | CodedItem | NotRecorded | None) -> str:
+def render_more(rule: Any, card_index: int, facts: PatientFacts, *, global_thresholds: dict[str, Any]) -> str | None:
+    """The card's longer explanation (``more``), rendered like ``detail``, for the "why this card" page.
+
+    None when the card has none. Same context, plain units and names as the card's ``detail``.
+    """
+    spec = rule.cards[card_index]
+    if not spec.more:
+        return None
+    where = f"rule {rule.id} card {card_index} (more)"
+    context = template_context(facts, {**global_thresholds, **rule.thresholds}, rule)
+    return _named(plain_units(render_text(spec.more, context, where).strip()), _resource_names(facts))
+
+
+def describe(item: LabValue | CodedItem | NotRecorded | _PlainLab | None) -> str:
     return "not recorded" if item is None else item.describe()
 
 
-__all__ += ["NotRecorded", "describe", "render_text"]
+__all__ += ["NotRecorded", "describe", "render_more", "render_text"]

@@ -25,3 +25,9 @@ command.add_command(schema.command)
 command.add_command(validate.command)
 command.add_command(test.command)
 command.add_command(catalog.command)
+
+from cds.cli.rules_cmds import facts as _facts  # noqa: E402  (h12a: appended, one line per command)
+from cds.cli.rules_cmds import fingerprint as _fingerprint  # noqa: E402
+
+command.add_command(_fingerprint.command)
+command.add_command(_facts.command)

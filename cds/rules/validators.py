@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Any
+from datetime import UTC, date, datetime
 
 from jinja2 import TemplateSyntaxError, meta
 
@@ -21,9 +22,12 @@ from cds._exceptions import CDSError
 from cds.cards.conformance import spec_problem
 from cds.cards.render import TEMPLATE_NAMES, create_resource, parse_template, template_context
 from cds.facts.models import PatientFacts
+from cds.rules.fingerprint import check_fingerprints
 from cds.rules.model import Issue, LoadedRule, RuleSet
+from cds.rules.usage import rule_usage
 
-__all__ = ["SUMMARY_LIMIT", "VALIDATORS", "run_validators"]
+__all__ = ["DETAIL_MAX_CHARS", "DETAIL_MAX_LINES", "DETAIL_MAX_LINE_CHARS", "SUMMARY_LIMIT", "VALIDATORS",
+           "detail_line_estimate", "run_validators"]
 
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0: summary SHALL be < 140 characters
 _VALUE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
@@ -32,6 +36,13 @@ _BLOCK = re.compile(r"\{%.*?%\}", re.DOTALL)
 # anything else, e.g. a lab value "1234.56 mL/min/{1.73_m2} (98 mL/min) on 2026-01-03".
 NUMBER_BUDGET = 8
 VALUE_BUDGET = 40
+# Card detail budget (issue 12: an EHR side panel holds about 8 short lines): the decisive values with
+# dates, the one-sentence reason, the next step. Longer text goes to the card's ``more``.
+DETAIL_MAX_LINES = 8
+DETAIL_MAX_LINE_CHARS = 200  # one short line: a value with its date and unit, or one sentence
+DETAIL_MAX_CHARS = 900
+_ANY_TAG = re.compile(r"\{%-?\s*(\w+).*?%\}| $")
+_SLICE = re.compile(r"\[\s*:\s*(\d+)\s*\]\s*(?:\|[^%]*)?-?%\}$")
 
 
 def _template_issues(rule: LoadedRule, template: str, location: tuple[str | int, ...]) -> list[Issue]:
@@ -97,6 +108,8 @@ def check_templates(ruleset: RuleSet) -> list[Issue]:
         templates: list[tuple[str, tuple[str | int, ...]]] = []
         for i, card in enumerate(rule.spec.cards):
             templates += [(card.summary, ("cards", i, "summary")), (card.detail, ("cards", i, "detail"))]
+            if card.more:
+                templates.append((card.more, ("cards", i, "more")))
             for j, suggestion in enumerate(card.suggestions):
                 templates.append((suggestion.label, ("cards", i, "suggestions", j, "label")))
         for template, location in templates:
@@ -247,14 +260,121 @@ def check_compiles(ruleset: RuleSet) -> list[Issue]:
     return issues
 
 
+def detail_line_estimate(template: str) -> int:
+    """Most lines a ``detail`` template can print, read from its block structure.
+
+    A text line counts once; inside a ``for`` loop as many times as the loop's ``[:n]`` slice
+    allows (twice when it is not sliced); of ``if``/``elif``/``else`` branches only the longest
+    counts. An upper-bound estimate for ``cds rules validate``; the rendered cards of every sample
+    are measured by the test suite.
+    """
+    # a frame: [kind, multiplier, branch totals]; the root is one "if" with one branch
+    stack: list[list[Any]] = [["root", 1, [0]]]
+
+    def close() -> None:
+        kind, mult, branches = stack.pop()
+        stack[-1][2][-1] += (max(branches) if kind == "if" else branches[-1]) * mult
+
+    for line in template.splitlines():
+        counted = False
+        position = 0
+        for match in _ANY_TAG.finditer(line + " "):
+            if not counted and line[position:match.start()].strip():
+                stack[-1][2][-1] += 1
+                counted = True
+            position = match.end()
+            if match.group(0) == " ":
+                continue
+            word = (match.group(1) or "").strip()
+            if word == "for":
+                sliced = _SLICE.search(match.group(0))
+                stack.append(["for", int(sliced.group(1)) if sliced else 2, [0]])
+            elif word == "if":
+                stack.append(["if", 1, [0]])
+            elif word in ("elif", "else") and stack[-1][0] == "if":
+                stack[-1][2].append(0)
+            elif word in ("endfor", "endif") and len(stack) > 1:
+                close()
+    while len(stack) > 1:
+        close()
+    return int(stack[0][2][0])
+
+
+def check_detail_length(ruleset: RuleSet) -> list[Issue]:
+    """A card's ``detail`` must fit the EHR panel: at most DETAIL_MAX_LINES lines (estimated from the
+    template; the rendered cards of every sample and rule test are measured by the test suite)."""
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        for i, card in enumerate(rule.spec.cards):
+            estimate = detail_line_estimate(card.detail)
+            if estimate > DETAIL_MAX_LINES:
+                issues.append(Issue(str(rule.path), rule.source.line_of(("cards", i, "detail")), rule.spec.id,
+                                    f"card {i}: detail can print {estimate} lines (at most {DETAIL_MAX_LINES}): keep "
+                                    "the decisive values, the reason and the next step; move the rest to `more`"))
+    return issues
+
+
+# Facts whose use means a source attribute (HTI-1 (b)(11)(iv)(A)(10), (11), (13)) is used.
+_ATTRIBUTE_FACTS: dict[str, set[str]] = {
+    "age": {"date_of_birth"},
+    "bmi_z": {"date_of_birth", "sex"},  # BMI-for-age: age picks the child reference, which is sex-specific
+    "sex": {"sex"},
+    "pregnancy_observation": {"health_status_assessments"},  # USCDI Health Status Assessments: pregnancy status
+    "pregnancy_observation_unreadable": {"health_status_assessments"},
+}
+
+
+def check_source_attributes(ruleset: RuleSet) -> list[Issue]:
+    """A rule that decides on age, sex or a pregnancy-status assessment must say so in its attributes.
+
+    The schema makes every attribute present; this makes "used: false" true: the conditions are
+    walked (through the definitions they name) and each fact tied to an HTI-1 data element is
+    checked against the declaration, so a new age condition cannot leave "date of birth: not used".
+    """
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        facts = rule_usage(ruleset, rule).facts
+        facts |= {f.removesuffix("_known") for f in facts}
+        needed: dict[str, set[str]] = {}
+        for fact, elements in _ATTRIBUTE_FACTS.items():
+            if fact in facts:
+                for element in elements:
+                    needed.setdefault(element, set()).add(fact)
+        uses = rule.spec.source_attributes.uses
+        for element, by in sorted(needed.items()):
+            if not getattr(uses, element).used:
+                loc = ("source_attributes", "uses", element, "used")
+                issues.append(Issue(str(rule.path), rule.source.line_of(loc), rule.spec.id,
+                                    f"source_attributes.uses.{element}: says not used, but the conditions read "
+                                    f"{', '.join(sorted(by))}; set used: true and say how"))
+    return issues
+
+
+def check_review_dates(ruleset: RuleSet, today: date | None = None) -> list[Issue]:
+    """A passed ``next_review`` is a warning: the rule still runs, but its sign-off is out of date."""
+    today = today or datetime.now(UTC).date()
+    issues: list[Issue] = []
+    for rule in ruleset.rules:
+        approval = rule.spec.approval
+        if approval is not None and date.fromisoformat(approval.next_review) < today:
+            issues.append(Issue(str(rule.path), rule.source.line_of(("approval", "next_review")), rule.spec.id,
+                                f"approval.next_review {approval.next_review} has passed: review the rule and "
+                                "record the new approval", severity="warning"))
+    return issues
+
+
 VALIDATORS: list[Callable[[RuleSet], list[Issue]]] = [
     check_templates,
     check_summary_length,
+    check_detail_length,
     check_suggestion_targets,
     check_selection_behavior,
     check_resources_render,
     check_definitions_used,
     check_compiles,
+    check_source_attributes,
+    check_review_dates,
+    check_fingerprints,
 ]
 
 

@@ -31,6 +31,7 @@ from cds.service.redact import redact_request, redact_text
 from cds.service.schemas import HOOK_CONTEXTS, CdsRequest
 from cds.service.security import Caller
 from cds.service.state import ServiceState
+from cds.service.why import store as why_store  # issue 12: the "Why this card" page
 from cds.workers import PoolBusy, PoolClosed, WorkerCrashed, WorkerTimeout
 
 __all__ = ["handle_call", "record_rejected_call"]
@@ -108,6 +109,7 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
             indicator=card.get("indicator"),
         ))
     audit.notes += list(summary.notes)[:50]
+    why_store.capture(audit, to_evaluate, body)  # issue 12: what the engine saw, stored with the audit row
     return body
 
 
@@ -155,6 +157,7 @@ async def handle_call(
     try:
         raw = await read_body(request, max_bytes=state.settings.max_body_bytes)
         body = await _evaluate(state, service_id, raw, audit)
+        why_store.attach_links(state, request, audit, body)  # issue 12: signed "Why this card" link per card
         status, audit.outcome = 200, "ok"
     except ServiceError as exc:
         status, body, headers = exc.status_code, exc.body(), exc.headers

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cds.service.models import CallRecord, CardRecord, FeedbackRecord
 from cds.service.schemas import FeedbackItem
+from cds.service.why import store as why_store
 
 __all__ = ["CallAudit", "CardAudit", "FeedbackOutcome", "count_rows", "record_call", "record_feedback"]
 
@@ -50,6 +51,7 @@ class CallAudit:
     request_raw: str | None = None
     error: str | None = None
     client_iss: str | None = None
+    why: Any | None = None  # issue 12: cds.service.why.store.Snapshot, stored with the call
 
 
 def record_call(*, sessions: sessionmaker[Session], audit: CallAudit) -> int:
@@ -82,6 +84,8 @@ def record_call(*, sessions: sessionmaker[Session], audit: CallAudit) -> int:
                 rule_id=card.rule_id, rule_version=card.rule_version, indicator=card.indicator,
                 patient_id=audit.patient_id, created_at=audit.received_at,
             ))
+        if audit.why is not None:  # issue 12: what the engine saw, in the same transaction
+            why_store.add_evaluation(session, call.id, audit.why)
         return call.id
 
 

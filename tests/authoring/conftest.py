@@ -42,6 +42,39 @@ def make_ruleset(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+# The metadata block every rule carries (HTI-1 source attributes, FDA criterion-4 basis, approval):
+# appended to the fixture rules so each test checks what it is about, not the missing metadata.
+RULE_METADATA = """\
+source_attributes:
+  citation: Authoring test fixture https://example.org/toy
+  developer: test authors
+  funding: none (test fixture)
+  released: "2026-01-01"
+  uses:
+    race: {used: false, how: not read}
+    ethnicity: {used: false, how: not read}
+    language: {used: false, how: not read}
+    sexual_orientation: {used: false, how: not read}
+    gender_identity: {used: false, how: not read}
+    sex: {used: false, how: not read}
+    date_of_birth: {used: false, how: not read}
+    social_determinants_of_health: {used: false, how: not read}
+    health_status_assessments: {used: false, how: not read}
+fda_criterion_4:
+  intended_use: exercise the authoring tools in tests
+  intended_user: test suite
+  patient_population: synthetic test patients
+  inputs:
+    - {input: eGFR, how_to_obtain: a laboratory Observation in mL/min/1.73 m2}
+  logic: fires when the recent eGFR is below the threshold
+  validation: the rule's own test cases
+limitations: a test fixture, not for clinical use
+approval:
+  approved_by: test authors
+  approved_on: "2026-01-01"
+  next_review: "2099-01-01"
+"""
+
 # A small self-contained rule with an eGFR threshold of its own: tests change it without touching
 # the shared definitions other rules use.
 TOY_RULE = """\
@@ -66,7 +99,7 @@ cards:
   - indicator: warning
     summary: "eGFR {{ lab.egfr.value|num }} below the toy threshold"
     detail: "eGFR {{ lab.egfr }}"
-"""
+""" + RULE_METADATA
 
 TOY_TESTS = """\
 rule: toy-egfr

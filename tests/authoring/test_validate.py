@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cds.cli import cli
 
-from .conftest import TOY_RULE
+from .conftest import RULE_METADATA, TOY_RULE
 
 BROKEN = """\
 id: broken
@@ -39,7 +39,7 @@ cards:
   - indicator: warning
     summary: "{{ patient.name }} {{ lab.egfr }} {{ lab.hba1c }} {{ lab.alt }} this is a rather long static text that goes on"
     detail: "{{ mystery }}"
-"""
+""" + RULE_METADATA
 
 
 def _run(directory: Path) -> tuple[int, list[str]]:

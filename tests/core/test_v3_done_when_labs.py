@@ -81,7 +81,8 @@ def test_unreadable_egfr_with_drafted_metformin_gets_a_named_warning_and_no_orde
         assert "eGFR of 2026-10-01 could not be read ('see report')" in card.summary
         assert "eGFR needed for metformin safety" in card.summary
         assert "No eGFR on record" not in card.summary and "no eGFR" not in card.detail
-        assert "Observation/egfr-see-report" in card.detail
+        assert "eGFR of 2026-10-01 could not be read" in card.detail  # named by date (issue 12), no resource id
+        assert "Observation/" not in card.detail
         assert "metformin-renal" not in cards  # nothing decides the band: the safety card speaks instead
         assert _drug_orders(evaluation) == []
         _no_disagreement(engine, evaluation)

@@ -273,10 +273,14 @@ def hook_request(hook: str, pid: str, *, prefetch: dict[str, Any] | None = None,
 
 
 def comparable(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cards without what differs per call: uuids and the ``authoredOn`` (now) of suggested resources."""
+    """Cards without what differs per call: uuids, the why-page link and the ``authoredOn`` (now) of suggested resources."""
     clean = json.loads(json.dumps(cards))
     for card in clean:
         card.pop("uuid", None)
+        # issue 12: the service adds a signed "Why this card" link (a new token per call)
+        links = [link for link in card.pop("links", None) or [] if link.get("label") != "Why this card"]
+        if links:
+            card["links"] = links
         for suggestion in card.get("suggestions", []):
             suggestion.pop("uuid", None)
             for action in suggestion.get("actions", []):

@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 
 from cds.service.db import downgrade, make_engine, migrate
 from cds.service.models import Base
+from cds.service.why.store import EvaluationRecord  # noqa: F401  issue 12: its table is on Base.metadata too
 
 TABLES = {"cds_call", "cds_card", "cds_feedback"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cds.service.api.routes import admin, discovery, feedback, services
+from cds.service.api.routes import admin, discovery, feedback, services, why
 
 __all__ = ["api_router"]
 
@@ -13,3 +13,4 @@ api_router.include_router(discovery.router)
 api_router.include_router(feedback.router)
 api_router.include_router(services.router)
 api_router.include_router(admin.router)
+api_router.include_router(why.router)  # issue 12: the "Why this card" page

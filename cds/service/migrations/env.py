@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from cds.service.models import Base
 from cds.service.replay import JtiRecord  # noqa: F401 - registers cds_jti on Base.metadata
+from cds.service.why.store import EvaluationRecord  # noqa: F401  issue 12: cds_evaluation on Base.metadata
 
 config = context.config
 target_metadata = Base.metadata
