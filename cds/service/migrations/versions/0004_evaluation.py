@@ -1,7 +1,7 @@
 """What the engine saw per evaluated call, for the "why this card" page (issue 12).
 
 Revision ID: 0004_evaluation
-Revises: 0001
+Revises: 0003_jti
 Create Date: 2026-12-02
 """
 
