@@ -1,8 +1,17 @@
-"""One CDS service call from body to cards: validate, complete prefetch, evaluate, audit.
+"""One CDS service call from body to cards: validate, complete prefetch, evaluate, audit, answer.
 
 Kept apart from the route so the flow reads top to bottom and every outcome (cards, 400, 404, 412,
-500, 503) goes through the same audit path: nothing a request sends is lost, and the token never is
-stored.
+415, 500, 503) goes through the same audit path: nothing a request sends is lost, and the token never
+is stored.
+
+**Audit first, then answer.** The response is decided, then its audit row is committed, and only then
+is it sent. If the row cannot be committed within ``CDS_AUDIT_TIMEOUT_S`` (database down, disk full)
+a call that had cards is answered 503 + ``Retry-After`` with an OperationOutcome instead: no card ever
+leaves without its audit row. The failure is logged and counted (:func:`crud.audit_failures`). An
+error answer (4xx/5xx) is still sent when its row fails: it carries no clinical content.
+
+FHIR fetches for missing prefetch happen *before* the call queues for an engine worker, so a slow
+FHIR server never holds an engine slot; the wait for a worker is bounded by ``CDS_QUEUE_DEADLINE_S``.
 """
 
 from __future__ import annotations
@@ -16,14 +25,16 @@ import anyio
 
 from cds._exceptions import EngineError, InputError, InvalidResourceError
 from cds.service import crud
-from cds.service.api.body import parse_json_body, read_body, validate_or_400
+from cds.service.api.body import check_content_type, parse_json_body, read_body, validate_or_400
 from cds.service.errors import (
+    AuditUnavailable,
     BadRequest,
     EngineCrashed,
     EngineTimedOut,
     InternalError,
     NotFound,
     Overloaded,
+    QueueDeadline,
     ServiceError,
 )
 from cds.service.prefetch import complete_prefetch
@@ -31,14 +42,11 @@ from cds.service.redact import redact_request, redact_text
 from cds.service.schemas import HOOK_CONTEXTS, CdsRequest
 from cds.service.security import Caller
 from cds.service.state import ServiceState
-from cds.workers import PoolBusy, PoolClosed, WorkerCrashed, WorkerTimeout
+from cds.workers import PoolBusy, PoolClosed, QueueDeadlineExpired, WorkerCrashed, WorkerTimeout
 
 __all__ = ["handle_call", "record_rejected_call"]
 
 log = logging.getLogger(__name__)
-
-_RAW_LIMIT = 1_000_000  # characters of a non-JSON body kept in the audit trail
-
 
 def _validated(payload: Any, hook: str) -> CdsRequest:
     request = validate_or_400(CdsRequest, payload, what="request")
@@ -60,15 +68,19 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     audit.ruleset_digest = loaded.digest
     service = loaded.catalog.get(service_id)
     unknown = NotFound(f"no CDS service {service_id!r}; GET /cds-services lists them")
+    settings = state.settings
     # The body is kept (token redacted) whatever the outcome, even for an unknown service.
     try:
-        payload = parse_json_body(raw)
+        payload = parse_json_body(raw, max_depth=settings.max_json_depth,
+                                  max_magnitude=settings.max_number_magnitude)
     except BadRequest:
-        audit.request_raw = redact_text(raw[:_RAW_LIMIT].decode("utf-8", "replace")) or None
+        limit = settings.audit_max_body_bytes
+        audit.request_raw = redact_text(raw[:limit].decode("utf-8", "replace")) or None
+        audit.request_bytes, audit.request_truncated = len(raw), len(raw) > limit
         if service is None:
             raise unknown from None
         raise
-    audit.request = redact_request(payload)
+    _keep_body(audit, raw, payload, settings.audit_max_body_bytes)
     if isinstance(payload, dict):
         instance = payload.get("hookInstance")
         audit.hook_instance = instance[:100] if isinstance(instance, str) else None
@@ -79,8 +91,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         raise unknown
     audit.hook = service.hook
     request = _validated(payload, service.hook)
+    audit.notes += _unusable_drafts(request.context)
 
-    settings = state.settings
     if state.fhir is None:  # only before the lifespan started: a bug
         raise RuntimeError("the service is not started")
     completed = await complete_prefetch(
@@ -102,10 +114,12 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     for card in body.get("cards", []):
         topic = (card.get("source") or {}).get("topic") or {}
         rule_id = topic.get("code") or "?"
+        reasons = card.get("overrideReasons")
         audit.cards.append(crud.CardAudit(
             card_uuid=card.get("uuid") or "", rule_id=rule_id,
             rule_version=topic.get("version") or summary.rule_versions.get(rule_id),
             indicator=card.get("indicator"),
+            override_reasons=[r for r in reasons if isinstance(r, dict)] if isinstance(reasons, list) else [],
         ))
     audit.notes += list(summary.notes)[:50]
     return body
@@ -122,11 +136,15 @@ async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, a
         loaded = state.holder.current()
         audit.ruleset_digest = loaded.digest
         try:
-            return await loaded.evaluator.evaluate(payload, hook, label=audit.hook_instance)
+            return await loaded.evaluator.evaluate(payload, hook, label=audit.hook_instance,
+                                                   queue_deadline_s=state.settings.queue_deadline_s)
         except PoolClosed:
             continue
         except PoolBusy:
             raise Overloaded("too many evaluations queued; retry shortly") from None
+        except QueueDeadlineExpired as exc:
+            raise QueueDeadline(f"the call waited {exc.waited_s:.1f} s for the rule engine (deadline "
+                                f"{state.settings.queue_deadline_s:g} s) and was not evaluated; retry shortly") from None
         except WorkerCrashed as exc:
             raise EngineCrashed(quarantined=exc.quarantined) from exc
         except WorkerTimeout as exc:
@@ -136,23 +154,67 @@ async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, a
     raise Overloaded("the rules are being reloaded; retry shortly")
 
 
-async def _store(state: ServiceState, audit: crud.CallAudit) -> None:
+def _keep_body(audit: crud.CallAudit, raw: bytes, payload: Any, limit: int) -> None:
+    """Put the audit's copy of a parsed body (raw gzip + sanitised JSON, tokens redacted) on ``audit``."""
+    secrets: list[str] = []
+    auth = payload.get("fhirAuthorization") if isinstance(payload, dict) else None
+    if isinstance(auth, dict):
+        secrets = [v for k, v in auth.items() if k in ("access_token", "refresh_token", "id_token") and isinstance(v, str)]
+    kept = crud.stored_body(raw, redact_request(payload), limit=limit, secrets=secrets)
+    audit.request, audit.request_gz = kept.request, kept.request_gz
+    audit.request_bytes, audit.request_truncated = kept.request_bytes, kept.truncated
+    audit.notes += kept.notes
+
+
+def _unusable_drafts(context: Any) -> list[str]:
+    """Audit notes for drafted MedicationRequests the facts cannot use (no medication): they are ignored.
+
+    The CDS Hooks sandbox's first order-select sends such a draft (nothing chosen yet); it is not an error
+    of the whole call, but the audit says why it produced no card.
+    """
+    drafts = context.get("draftOrders") if isinstance(context, dict) else None
+    notes: list[str] = []
+    for entry in (drafts or {}).get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
+            continue
+        if resource.get("medicationCodeableConcept") is None and resource.get("medicationReference") is None:
+            notes.append(f"draft MedicationRequest/{str(resource.get('id', '?'))[:64]} has no medication: ignored")
+    return notes[:20]
+
+
+async def _store(state: ServiceState, audit: crud.CallAudit) -> bool:
+    """Commit the audit row; False (logged, counted) when it could not be committed in time.
+
+    The write runs in a worker thread under ``CDS_AUDIT_TIMEOUT_S``; a write still running at the
+    deadline is abandoned (it may yet commit: a 503 with a row is safe, a 200 without one is not).
+    """
     try:
-        await anyio.to_thread.run_sync(lambda: crud.record_call(sessions=state.sessions, audit=audit))
-    except Exception:  # the cards still go out; the operator must see this
+        with anyio.fail_after(state.settings.audit_timeout_s):
+            await anyio.to_thread.run_sync(lambda: crud.record_call(sessions=state.sessions, audit=audit),
+                                           abandon_on_cancel=True)
+        return True
+    except TimeoutError:
+        crud.count_audit_failure()
+        log.error("audit record of %s call %s not committed within %g s", audit.service_id,
+                  audit.hook_instance, state.settings.audit_timeout_s)
+    except Exception:
+        crud.count_audit_failure()
         log.exception("could not store the audit record of %s call %s", audit.service_id, audit.hook_instance)
+    return False
 
 
 async def handle_call(
     state: ServiceState, service_id: str, request: Any, caller: Caller
 ) -> tuple[int, dict[str, Any], dict[str, str] | None]:
-    """(status, JSON body, extra headers) for one call; every path ends in an audit record."""
+    """(status, JSON body, extra headers) for one call; nothing with cards goes out without its audit row."""
     started = time.perf_counter()
     audit = crud.CallAudit(service_id=service_id, received_at=datetime.now(UTC), client_iss=caller.iss)
     status: int
     body: dict[str, Any]
     headers: dict[str, str] | None = None
     try:
+        check_content_type(request)
         raw = await read_body(request, max_bytes=state.settings.max_body_bytes)
         body = await _evaluate(state, service_id, raw, audit)
         status, audit.outcome = 200, "ok"
@@ -173,7 +235,9 @@ async def handle_call(
         audit.outcome, audit.error = error.outcome, error.message
     audit.http_status = status
     audit.latency_ms = (time.perf_counter() - started) * 1000
-    await _store(state, audit)
+    if not await _store(state, audit) and status < 400:
+        refused = AuditUnavailable()
+        return refused.status_code, refused.body(), refused.headers
     return status, body, headers
 
 

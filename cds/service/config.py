@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     fhir_allow_http: bool = False  # plain http only for loopback FHIR servers unless this is set
 
     # -- load -----------------------------------------------------------------------------------
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # 413 beyond (a Synthea prefetch is ~1-3 MB)
     max_pending_evaluations: int = Field(default=64, ge=1)  # beyond this: 503 with Retry-After
 
     # -- engine workers (cds.workers) -------------------------------------------------------------
@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     quarantine_s: float = Field(default=600.0, ge=0)  # how long a payload that crashed workers is refused
     quarantine_after: int = Field(default=2, ge=1)  # workers lost to one payload before its quarantine
     ruleset_check_timeout_s: float = Field(default=600.0, gt=0)  # validation + rule tests (start, reload)
+
+    # h10a: audit and input limits
+    queue_deadline_s: float = Field(default=5.0, gt=0)  # longer in the engine queue: 503 + Retry-After, not run
+    audit_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)  # body kept in the audit; beyond: truncated
+    audit_timeout_s: float = Field(default=10.0, gt=0)  # audit write not committed by then: 503, no cards
+    max_json_depth: int = Field(default=64, ge=8)  # deeper nesting: 400 (FHIR resources need ~12)
+    max_number_magnitude: float = Field(default=1e15, gt=0)  # |number| above: 400 before the engine
 
     @field_validator("jwt_algorithms")
     @classmethod
