@@ -25,7 +25,7 @@ import anyio
 
 from cds._exceptions import EngineError, InputError, InvalidResourceError
 from cds.service import crud
-from cds.service.api.body import check_content_type, parse_json_body, read_body, validate_or_400
+from cds.service.api.body import check_content_type, check_json_limits, parse_json_body, read_body, validate_or_400
 from cds.service.errors import (
     AuditUnavailable,
     BadRequest,
@@ -71,8 +71,7 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     settings = state.settings
     # The body is kept (token redacted) whatever the outcome, even for an unknown service.
     try:
-        payload = parse_json_body(raw, max_depth=settings.max_json_depth,
-                                  max_magnitude=settings.max_number_magnitude)
+        payload = parse_json_body(raw, max_depth=settings.max_json_depth, max_magnitude=None)
     except BadRequest:
         limit = settings.audit_max_body_bytes
         audit.request_raw = redact_text(raw[:limit].decode("utf-8", "replace")) or None
@@ -90,6 +89,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     if service is None:
         raise unknown
     audit.hook = service.hook
+    # Numbers durable_rules cannot hold: refused before validation reads them (and audited as sent).
+    check_json_limits(payload, max_depth=settings.max_json_depth, max_magnitude=settings.max_number_magnitude)
     request = _validated(payload, service.hook)
     audit.notes += _unusable_drafts(request.context)
 

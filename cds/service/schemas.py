@@ -55,7 +55,7 @@ def check_base_url(value: str) -> str:
 
     if len(value) > 2000:
         raise ValueError("is longer than 2000 characters")
-    if not _URL_CHARS.match(value):
+    if not _URL_CHARS.fullmatch(value):
         raise ValueError("must be an absolute http(s) URL without spaces or control characters")
     try:
         parts = urlsplit(value)
@@ -71,7 +71,7 @@ def check_base_url(value: str) -> str:
     host = parts.netloc.rsplit("@", 1)[-1]
     if port is not None:
         host = host[: host.rfind(":")]
-    if not _HOST.match(host) or "%" in host:
+    if not _HOST.fullmatch(host) or "%" in host:
         raise ValueError("must name a valid host")
     return value.rstrip("/")
 

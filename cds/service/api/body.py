@@ -19,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 from cds.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from cds.service.schemas import error_field
 
-__all__ = ["JSON_MEDIA_TYPES", "check_content_type", "parse_json_body", "read_body", "validate_or_400"]
+__all__ = ["JSON_MEDIA_TYPES", "check_content_type", "check_json_limits", "parse_json_body", "read_body",
+           "validate_or_400"]
 
 # application/json (RFC 8259), application/fhir+json (FHIR R4), application/json+fhir (FHIR DSTU2 clients)
 JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json", "application/json+fhir"})
@@ -88,8 +89,12 @@ def _no_constants(name: str) -> Any:
 
 
 def parse_json_body(raw: bytes, *, max_depth: int = _DEFAULT_MAX_DEPTH,
-                    max_magnitude: float = _DEFAULT_MAX_MAGNITUDE) -> Any:
-    """The parsed body, or a 400 saying what is wrong with it (see the module docstring)."""
+                    max_magnitude: float | None = _DEFAULT_MAX_MAGNITUDE) -> Any:
+    """The parsed body, or a 400 saying what is wrong with it (see the module docstring).
+
+    ``max_magnitude=None`` leaves the number check to the caller (:func:`check_json_limits`), which
+    the service uses to audit the parsed body before refusing it.
+    """
     if not raw.strip():
         raise BadRequest("the request body is empty; a JSON object is required")
     try:
@@ -108,7 +113,7 @@ def parse_json_body(raw: bytes, *, max_depth: int = _DEFAULT_MAX_DEPTH,
     return payload
 
 
-def check_json_limits(payload: Any, *, max_depth: int, max_magnitude: float) -> None:
+def check_json_limits(payload: Any, *, max_depth: int, max_magnitude: float | None) -> None:
     """400 if ``payload`` nests deeper than ``max_depth`` or holds a number beyond ``max_magnitude``.
 
     One iterative pass (no recursion, so no RecursionError on hostile input); the path of the
@@ -122,7 +127,8 @@ def check_json_limits(payload: Any, *, max_depth: int, max_magnitude: float) -> 
         elif isinstance(value, list):
             children = value
         else:
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and _too_big(value, max_magnitude):
+            if (max_magnitude is not None and isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and _too_big(value, max_magnitude)):
                 where = _path_to(payload, value) or "(body)"
                 shown = "Infinity" if isinstance(value, float) and math.isinf(value) else f"{value:.6g}"
                 raise BadRequest(f"{where}: the number {shown} is beyond what can be evaluated "
