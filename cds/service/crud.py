@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +58,9 @@ def audit_failures() -> int:
         return _failures
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _clean_text(value: str) -> str:
     """``value`` with what a database text column cannot hold (NUL, lone surrogates) made U+FFFD."""
     if "\x00" in value:
@@ -64,7 +68,7 @@ def _clean_text(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        value = _SURROGATE.sub("\ufffd", value)  # one U+FFFD per lone surrogate
     return value
 
 
