@@ -4,7 +4,7 @@
   kept exactly (gzip), the JSON copy sanitised; a body over the audit limit is truncated, and says so.
 * PostgreSQL made unreachable mid-load (through a TCP proxy this test starts, stops and restarts):
   every acknowledged (200) call has its row; the others got 503 + Retry-After.
-* The SQLite data folder on a tiny full filesystem (tmpfs of 1 MiB): the same guarantee.
+* The SQLite data folder on a tiny full filesystem (tmpfs of 4 MiB): the same guarantee.
 
 Real uvicorn, real engine worker processes, real databases; nothing is mocked.
 """
@@ -289,10 +289,10 @@ def test_postgresql_unreachable_mid_load_no_acknowledged_call_lacks_its_row(star
 
 @pytest.fixture()
 def tiny_filesystem(tmp_path: Path):
-    """A 1 MiB tmpfs (we are root in CI and here); skipped, with the reason, where mounting is not allowed."""
+    """A 4 MiB tmpfs (we are root in CI and here); skipped, with the reason, where mounting is not allowed."""
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         if os.environ.get("CI"):
@@ -305,14 +305,18 @@ def tiny_filesystem(tmp_path: Path):
 
 
 def _fill(directory: Path) -> Path:
+    """Fill the filesystem to the last byte (unbuffered writes of 4 KiB, then of 1 byte)."""
     filler = directory / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
     return filler
 
 
