@@ -106,10 +106,11 @@ class Settings(BaseSettings):
 
     # h10a: audit and input limits
     queue_deadline_s: float = Field(default=5.0, gt=0)  # longer in the engine queue: 503 + Retry-After, not run
-    audit_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)  # body kept in the audit; beyond: truncated
+    audit_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # body kept in the audit; beyond: truncated
     audit_timeout_s: float = Field(default=10.0, gt=0)  # audit write not committed by then: 503, no cards
     max_json_depth: int = Field(default=64, ge=8)  # deeper nesting: 400 (FHIR resources need ~12)
     max_number_magnitude: float = Field(default=1e15, gt=0)  # |number| above: 400 before the engine
+    max_header_bytes: int = Field(default=8192, ge=1024)  # request head above: 431 (uvicorn: plain 400 > 16 KiB)
 
     @field_validator("jwt_algorithms")
     @classmethod

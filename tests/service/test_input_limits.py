@@ -122,3 +122,15 @@ def test_a_valid_fhir_server_url_keeps_working(service):
     body["fhirServer"] = "https://ehr.example.org:8443/fhir/R4/"
     response = service.client.post(SERVICE, json=body)  # everything prefetched: no fetch is made
     assert response.status_code == 200, response.text
+
+
+def test_oversized_request_headers_get_431_with_an_operation_outcome(service):
+    """Over CDS_MAX_HEADER_BYTES (8 KiB) and under uvicorn's h11 limit (16 KiB): the service's own answer.
+    (Beyond h11's limit uvicorn answers a plain 400 before the application runs: documented in the README.)"""
+    body = _body(service, "headers")
+    response = service.client.post(SERVICE, json=body, headers={"authorization": "Bearer " + "a" * 10_000})
+    assert response.status_code == 431, response.text
+    assert response.headers["content-type"] == "application/fhir+json"
+    assert _issue(response)["code"] == "too-costly"
+    ordinary = service.client.post(SERVICE, json=body, headers={"authorization": "Bearer " + "a" * 2_000})
+    assert ordinary.status_code == 200  # open mode: the token is not looked at; a ~1 KiB JWT is far below
