@@ -79,7 +79,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         if service is None:
             raise unknown from None
         raise
-    _keep_body(audit, raw, payload, settings.audit_max_body_bytes)
+    # Off the event loop: redacting, compressing and sanitising a 3 MB body takes tens of milliseconds.
+    await anyio.to_thread.run_sync(lambda: _keep_body(audit, raw, payload, settings.audit_max_body_bytes))
     if isinstance(payload, dict):
         instance = payload.get("hookInstance")
         audit.hook_instance = instance[:100] if isinstance(instance, str) else None
@@ -90,7 +91,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         raise unknown
     audit.hook = service.hook
     # Numbers durable_rules cannot hold: refused before validation reads them (and audited as sent).
-    check_json_limits(payload, max_depth=settings.max_json_depth, max_magnitude=settings.max_number_magnitude)
+    await anyio.to_thread.run_sync(lambda: check_json_limits(
+        payload, max_depth=settings.max_json_depth, max_magnitude=settings.max_number_magnitude))
     request = _validated(payload, service.hook)
     audit.notes += _unusable_drafts(request.context)
 
