@@ -11,7 +11,9 @@ leaves without its audit row. The failure is logged and counted (:func:`crud.aud
 error answer (4xx/5xx) is still sent when its row fails: it carries no clinical content.
 
 FHIR fetches for missing prefetch happen *before* the call queues for an engine worker, so a slow
-FHIR server never holds an engine slot; the wait for a worker is bounded by ``CDS_QUEUE_DEADLINE_S``.
+FHIR server never holds an engine slot. Every other wait of a call before it starts on a worker (the
+service process busy with other calls, the engine queue) is bounded by ``CDS_QUEUE_DEADLINE_S``: past
+it, 503 + ``Retry-After`` instead of a late answer.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def _input_error(exc: InputError) -> BadRequest:
     return BadRequest(exc.message, field=field)
 
 
-async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: crud.CallAudit) -> dict[str, Any]:
+async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: crud.CallAudit,
+                    started: float) -> dict[str, Any]:
     loaded = state.holder.current()
     audit.ruleset_digest = loaded.digest
     service = loaded.catalog.get(service_id)
@@ -98,6 +101,7 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
 
     if state.fhir is None:  # only before the lifespan started: a bug
         raise RuntimeError("the service is not started")
+    fetch_started = time.perf_counter()
     completed = await complete_prefetch(
         templates=service.prefetch,
         prefetch=payload.get("prefetch"),
@@ -112,7 +116,11 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     # The engine never needs (so never sees) the access token.
     to_evaluate = {k: v for k, v in payload.items() if k != "fhirAuthorization"}
     to_evaluate["prefetch"] = completed.prefetch
-    summary = await _run_engine(state, to_evaluate, service.hook, audit)
+    # The queue deadline counts every wait since the call arrived (a busy service process, the engine
+    # queue) except the FHIR fetches, which have their own deadline (CDS_FHIR_TOTAL_TIMEOUT_S).
+    fetching = time.perf_counter() - fetch_started
+    summary = await _run_engine(state, to_evaluate, service.hook, audit,
+                                waited_since=started + fetching)
     body = summary.response
     for card in body.get("cards", []):
         topic = (card.get("source") or {}).get("topic") or {}
@@ -128,26 +136,37 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     return body
 
 
-async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, audit: crud.CallAudit) -> Any:
+async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, audit: crud.CallAudit, *,
+                      waited_since: float) -> Any:
     """Evaluate on the current rules' workers; engine failures become the service's errors.
+
+    ``waited_since`` (``perf_counter``): when the call's wait began; the part of ``CDS_QUEUE_DEADLINE_S``
+    left is the pool's queue deadline, and a call with none left is refused without queueing, so
+    under overload calls are shed (503) instead of all answering late.
 
     The rules are taken again here (not at the start of the call): a reload during the FHIR fetches
     retires the previous pool, and a call is then evaluated on the new rules, recorded with their
     digest. A pool retired between taking it and queueing (:class:`PoolClosed`) is simply retaken.
     """
+    deadline = state.settings.queue_deadline_s
     for _attempt in range(3):
         loaded = state.holder.current()
         audit.ruleset_digest = loaded.digest
+        waited = time.perf_counter() - waited_since
+        if waited >= deadline:
+            raise QueueDeadline(f"the call waited {waited:.1f} s (deadline {deadline:g} s) and was not evaluated; "
+                                "retry shortly")
         try:
             return await loaded.evaluator.evaluate(payload, hook, label=audit.hook_instance,
-                                                   queue_deadline_s=state.settings.queue_deadline_s)
+                                                   queue_deadline_s=deadline - waited)
         except PoolClosed:
             continue
         except PoolBusy:
             raise Overloaded("too many evaluations queued; retry shortly") from None
         except QueueDeadlineExpired as exc:
-            raise QueueDeadline(f"the call waited {exc.waited_s:.1f} s for the rule engine (deadline "
-                                f"{state.settings.queue_deadline_s:g} s) and was not evaluated; retry shortly") from None
+            total = exc.waited_s + waited
+            raise QueueDeadline(f"the call waited {total:.1f} s, {exc.waited_s:.1f} s of it for the rule engine "
+                                f"(deadline {deadline:g} s), and was not evaluated; retry shortly") from None
         except WorkerCrashed as exc:
             raise EngineCrashed(quarantined=exc.quarantined) from exc
         except WorkerTimeout as exc:
@@ -219,7 +238,7 @@ async def handle_call(
     try:
         check_content_type(request)
         raw = await read_body(request, max_bytes=state.settings.max_body_bytes)
-        body = await _evaluate(state, service_id, raw, audit)
+        body = await _evaluate(state, service_id, raw, audit, started)
         status, audit.outcome = 200, "ok"
     except ServiceError as exc:
         status, body, headers = exc.status_code, exc.body(), exc.headers
