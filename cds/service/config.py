@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     ruleset_check_timeout_s: float = Field(default=600.0, gt=0)  # validation + rule tests (start, reload)
 
     # h10a: audit and input limits
-    queue_deadline_s: float = Field(default=5.0, gt=0)  # longer in the engine queue: 503 + Retry-After, not run
+    queue_deadline_s: float = Field(default=5.0, gt=0)  # waited longer (arrival to engine start, FHIR excepted): 503
     audit_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # body kept in the audit; beyond: truncated
     audit_timeout_s: float = Field(default=10.0, gt=0)  # audit write not committed by then: 503, no cards
     max_json_depth: int = Field(default=64, ge=8)  # deeper nesting: 400 (FHIR resources need ~12)

@@ -11,7 +11,7 @@ which also tells an integrator *which field* was wrong. The tree::
     ├── UnsupportedMediaType 415      Content-Type is not JSON
     ├── PrefetchUnavailable 412       data missing from prefetch and no way to fetch it
     ├── Overloaded          503       too many evaluations queued
-    ├── QueueDeadline       503       the call waited in the engine queue past CDS_QUEUE_DEADLINE_S
+    ├── QueueDeadline       503       the call waited past CDS_QUEUE_DEADLINE_S before it could be evaluated
     ├── AuditUnavailable    503       the audit row could not be committed, so no cards are given
     ├── EngineCrashed       500       the engine worker died on this call (or the payload is quarantined)
     ├── EngineTimedOut      503       the engine worker exceeded its deadline (killed and replaced)
@@ -132,7 +132,7 @@ class Overloaded(ServiceError):
 
 
 class QueueDeadline(ServiceError):
-    """Raised when a call waited for an engine worker longer than ``CDS_QUEUE_DEADLINE_S``.
+    """Raised when a call waited longer than ``CDS_QUEUE_DEADLINE_S`` (since it arrived) to be evaluated.
 
     Answering late is worse than answering "retry": an EHR waits on the user's screen, and by the time
     a late answer comes the user has moved on. The call was never evaluated.
