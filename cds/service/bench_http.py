@@ -230,10 +230,13 @@ def _count_audit_rows(data_dir: Path, acknowledged: list[str]) -> dict[str, Any]
 
     with sqlite3.connect(data_dir / "cds.sqlite3") as db:
         outcomes = dict(db.execute("SELECT outcome, count(*) FROM cds_call GROUP BY outcome").fetchall())
-        audited = {row[0] for row in db.execute("SELECT hook_instance FROM cds_call WHERE http_status = 200")}
+        ok_rows = db.execute("SELECT hook_instance, latency_ms FROM cds_call WHERE http_status = 200").fetchall()
+    audited = {row[0] for row in ok_rows}
     missing = [instance for instance in acknowledged if instance not in audited]
+    # latency_ms: from the handler's start to the audit write, as the server measured it
+    server_ms = [row[1] for row in ok_rows]
     return {"rows_by_outcome": outcomes, "acknowledged": len(acknowledged),
-            "acknowledged_without_row": len(missing)}
+            "acknowledged_without_row": len(missing), "server_ms_200": _summary(server_ms) if server_ms else {}}
 
 
 def _level_report(level: int, results: list[tuple[str, float, int, int]], wall: float,

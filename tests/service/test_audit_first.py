@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -337,3 +338,61 @@ def test_full_disk_no_acknowledged_call_lacks_its_row(start_service, tiny_filesy
     assert response.status_code == 200, response.text
     assert _row(service, after["hookInstance"]).outcome == "ok"
     assert acknowledged + audit_refused <= len(results)
+
+
+def _limit_file_size(limit: int) -> None:  # runs in the server child before exec
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_file_size_limit_no_acknowledged_call_lacks_its_row(tmp_path):
+    """The full disk again, without mount (works in any container): the real ``cds serve`` in a child
+    process whose files may not grow past 600 KB (RLIMIT_FSIZE), so the SQLite audit fills up."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | {
+        "CDS_RULE_TESTS_ON_START": "false", "CDS_AUDIT_TIMEOUT_S": "5", "CDS_ENGINE_WORKERS": "1"}
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below; a file, never a pipe
+    server = subprocess.Popen([sys.executable, "-m", "cds.service", "--port", str(port), "--data-dir", str(data_dir),
+                               "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=lambda: _limit_file_size(600_000))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/cds-services", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            templates = {s["id"]: s for s in http.get("/cds-services").json()["services"]}["sir-patient-view"]["prefetch"]
+
+            def make_body(pid: str) -> dict[str, Any]:
+                body = hook_request("patient-view", pid, prefetch=full_prefetch(templates, patient_resources(pid)))
+                body["extension"] = {"padding": base64.b64encode(os.urandom(30_000)).decode()}
+                return body
+
+            results = _run_load(url, make_body, clients=3, phases=[(12.0, None)])
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    db = make_engine(f"sqlite:///{data_dir / 'cds.sqlite3'}")
+    try:
+        acknowledged, audit_refused = _check_acknowledged_are_audited(results, make_sessionmaker(db))
+    finally:
+        db.dispose()
+    statuses = sorted({status for _, status, _ in results})
+    assert acknowledged > 0 and audit_refused > 0, (statuses, acknowledged, audit_refused)
