@@ -82,8 +82,17 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         if service is None:
             raise unknown from None
         raise
-    # Off the event loop: redacting, compressing and sanitising a 3 MB body takes tens of milliseconds.
-    await anyio.to_thread.run_sync(lambda: _keep_body(audit, raw, payload, settings.audit_max_body_bytes))
+    # Numbers durable_rules cannot hold (and non-finite ones no database JSON can): found now, so the
+    # audit's JSON copy is sanitised; refused below, once the call's metadata is recorded.
+    try:
+        await anyio.to_thread.run_sync(lambda: check_json_limits(
+            payload, max_depth=settings.max_json_depth, max_magnitude=settings.max_number_magnitude))
+        too_big: BadRequest | None = None
+    except BadRequest as exc:
+        too_big = exc
+    # Off the event loop: compressing (and when needed redacting, sanitising) a 3 MB body takes ~30 ms.
+    await anyio.to_thread.run_sync(lambda: _keep_body(audit, raw, payload, settings.audit_max_body_bytes,
+                                                      non_finite=too_big is not None))
     if isinstance(payload, dict):
         instance = payload.get("hookInstance")
         audit.hook_instance = instance[:100] if isinstance(instance, str) else None
@@ -93,9 +102,8 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
     if service is None:
         raise unknown
     audit.hook = service.hook
-    # Numbers durable_rules cannot hold: refused before validation reads them (and audited as sent).
-    await anyio.to_thread.run_sync(lambda: check_json_limits(
-        payload, max_depth=settings.max_json_depth, max_magnitude=settings.max_number_magnitude))
+    if too_big is not None:  # refused before validation or the engine reads such a number
+        raise too_big
     request = _validated(payload, service.hook)
     audit.notes += _unusable_drafts(request.context)
 
@@ -176,13 +184,13 @@ async def _run_engine(state: ServiceState, payload: dict[str, Any], hook: str, a
     raise Overloaded("the rules are being reloaded; retry shortly")
 
 
-def _keep_body(audit: crud.CallAudit, raw: bytes, payload: Any, limit: int) -> None:
+def _keep_body(audit: crud.CallAudit, raw: bytes, payload: Any, limit: int, *, non_finite: bool) -> None:
     """Put the audit's copy of a parsed body (raw gzip + sanitised JSON, tokens redacted) on ``audit``."""
     secrets: list[str] = []
     auth = payload.get("fhirAuthorization") if isinstance(payload, dict) else None
     if isinstance(auth, dict):
         secrets = [v for k, v in auth.items() if k in ("access_token", "refresh_token", "id_token") and isinstance(v, str)]
-    kept = crud.stored_body(raw, redact_request(payload), limit=limit, secrets=secrets)
+    kept = crud.stored_body(raw, redact_request(payload), limit=limit, secrets=secrets, non_finite=non_finite)
     audit.request, audit.request_gz = kept.request, kept.request_gz
     audit.request_bytes, audit.request_truncated = kept.request_bytes, kept.truncated
     audit.notes += kept.notes
