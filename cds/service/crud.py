@@ -93,6 +93,20 @@ _SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _TOKEN_HINTS = (b"access_token", b"refresh_token", b"id_token", b"eyJ", b"earer", b"EARER")
 
 
+def _tokens_redacted(text: str, secrets: list[str]) -> bool:
+    """Whether redacted body text has none of ``secrets`` left, read as JSON (so an escaped key or
+    token, ``"access\\u005ftoken"``, cannot slip through as it would past a text search alone)."""
+    if any(secret and secret != REDACTED and secret in text for secret in secrets):
+        return False
+    try:
+        auth = json.loads(text).get("fhirAuthorization")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(auth, dict):
+        return True
+    return all(auth.get(key) in (None, REDACTED) for key in ("access_token", "refresh_token", "id_token"))
+
+
 @dataclass
 class StoredBody:
     """What the audit keeps of one body (see the module docstring)."""
@@ -115,9 +129,9 @@ def stored_body(raw: bytes, payload: Any, *, limit: int, secrets: list[str], non
     notes: list[str] = []
     truncated = len(raw) > limit
     kept: bytes | None = raw
-    if any(hint in raw for hint in _TOKEN_HINTS):
+    if secrets or any(hint in raw for hint in _TOKEN_HINTS):
         text = redact_text(raw.decode("utf-8", "replace"))
-        if any(secret and secret != REDACTED and secret in text for secret in secrets):
+        if secrets and not _tokens_redacted(text, secrets):
             notes.append("audit: raw body not kept (its access token could not be redacted in place)")
             kept = None
         else:

@@ -137,6 +137,20 @@ def test_the_access_token_is_not_in_either_copy_of_the_body(start_service, fhir)
     assert row.request["fhirAuthorization"]["access_token"] == "[redacted]"
 
 
+def test_a_token_written_with_escapes_is_not_kept_in_the_raw_copy(start_service, fhir):
+    service = start_service()
+    fhir_url, _store = fhir
+    body = hook_request("patient-view", "tok-2", prefetch=full_prefetch(_templates(service), patient_resources("tok-2")),
+                        fhir_server=fhir_url, token="PLACEHOLDER")
+    raw = json.dumps(body).replace('"access_token": "PLACEHOLDER"', '"access\\u005ftoken": "\\u0053ecretTok"')
+    assert "access\\u005ftoken" in raw
+    response = service.client.post(SERVICE, content=raw.encode(), headers=JSON)
+    row = _row(service, body["hookInstance"])
+    assert row.http_status == response.status_code
+    assert row.request_gz is None and any("raw body not kept" in note for note in row.notes)
+    assert "Secret" not in json.dumps(row.request) and row.request["fhirAuthorization"]["access_token"] == "[redacted]"
+
+
 # -- the database goes away under load ------------------------------------------------------------
 
 class TcpProxy:
