@@ -42,7 +42,7 @@ from cds.facts.build import build_facts
 from cds.facts.matching import ConceptMatcher
 from cds.facts.models import PatientFacts
 from cds.fhir.dates import parse_now
-from cds.fhir.ingest import PatientRecord, ingest
+from cds.fhir.ingest import PatientRecord, elements_read, ingest
 from cds.fhir.validation import resource_label, validate_resource
 from cds.rules.compile import PATIENT_KIND, compile_definition_layers, compile_rules, referenced_facts
 from cds.rules.conditions import definition_fact
@@ -235,7 +235,7 @@ def blame_invalid_resource(record: PatientRecord) -> None:
     candidates += [r for resources in record.resources.values() for r in resources]
     candidates += list(record.draft_orders) + list(record.medications_by_ref.values())
     for resource in candidates:
-        validate_resource(resource)
+        validate_resource(elements_read(resource))  # judged on what the facts read, as they were
 
 
 class Engine:

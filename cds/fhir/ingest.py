@@ -41,6 +41,26 @@ RELEVANT_TYPES = frozenset(
 # The Patient elements the fact builders read (demographics.py): the only ones validated.
 PATIENT_ELEMENTS_READ = frozenset({"resourceType", "id", "gender", "birthDate", "deceasedBoolean", "deceasedDateTime"})
 
+# Elements of the other resources that no fact builder reads: left out of validation, so a real client
+# that sends one in a shape R4 does not allow (the CDS Hooks sandbox sends MedicationRequest.category
+# as one object, not a list) is still judged on what the rules use. A malformed element the facts do
+# read is still named as invalid FHIR.
+ELEMENTS_NOT_READ = frozenset({
+    "text", "meta", "extension", "identifier", "note", "category", "requester", "recorder", "performer",
+    "performerType", "encounter", "reasonCode", "reasonReference", "insurance", "supportingInformation",
+    "courseOfTherapyType", "priority", "basedOn", "groupIdentifier", "instantiatesCanonical", "instantiatesUri",
+    "substitution", "detectedIssue", "eventHistory", "reportedBoolean", "reportedReference", "informationSource",
+    "derivedFrom", "partOf", "statusReason", "implicitRules", "language",
+})
+
+
+def elements_read(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` without the elements no fact builder reads (:data:`ELEMENTS_NOT_READ`), for validation."""
+    if resource.get("resourceType") == "Patient":
+        return {k: v for k, v in resource.items() if k in PATIENT_ELEMENTS_READ}
+    return {k: v for k, v in resource.items() if k not in ELEMENTS_NOT_READ}
+
+
 # Where each type points at its patient.
 _SUBJECT_FIELD = {
     "Observation": "subject",
@@ -77,7 +97,7 @@ class PatientRecord:
         """Validate a resource once per evaluation, right before its values are read."""
         key = id(resource)
         if key not in self._validated:
-            validate_resource(resource)
+            validate_resource(elements_read(resource))
             self._validated.add(key)
 
     def resolve_medication(self, owner: dict[str, Any]) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds.service.api.limits import HeaderLimitMiddleware
 from cds.service.api.main import api_router
 from cds.service.api.routes import ops
 from cds.service.calls import record_rejected_call
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None, e
             allow_credentials=False,
             max_age=600,
         )
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.max_header_bytes)  # h10a: 431, not h11's 400
     _install_handlers(app)
     app.include_router(api_router)
     app.include_router(ops.router)

@@ -10,7 +10,13 @@ payloads are also evaluated in-process (no HTTP) so the HTTP/DB overhead is visi
 concurrent clients, printing requests/s and p50/p95/p99 per level: how throughput scales with the
 engine workers (``--workers``, default the server's: one per core).
 
-Run: ``python -m cds.service.bench_http [--iterations 5] [--clients 1,2,4,8] [--workers N] [--json]``.
+``--queue-deadline S`` starts the server with ``CDS_QUEUE_DEADLINE_S=S`` (a bounded load run): calls
+that would wait longer for an engine worker are answered 503 + Retry-After, counted apart from errors
+(``refused``), and ``--verify-audit`` then counts the audit rows in the server's database: every 200
+must have its row (``audit.acknowledged_without_row`` must be 0; the exit status says so).
+
+Run: ``python -m cds.service.bench_http [--iterations 5] [--clients 1,2,4,8] [--workers N] [--json]``;
+the bounded load run of issue 10: ``--clients 64 --queue-deadline 5 --verify-audit --no-baseline``.
 """
 
 from __future__ import annotations
@@ -103,8 +109,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(port: int, data_dir: Path, rulesets: Path | None, workers: int | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+def _start_server(port: int, data_dir: Path, rulesets: Path | None, workers: int | None = None,
+                  extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")} | (extra_env or {})
     args = [sys.executable, "-m", "cds.service", "--port", str(port), "--data-dir", str(data_dir),
             "--log-level", "warning"]
     if rulesets:
@@ -142,6 +149,8 @@ def run_benchmark(
     limit: int | None = None,
     baseline: bool = True,
     workers: int | None = None,
+    queue_deadline_s: float | None = None,
+    verify_audit: bool = False,
 ) -> dict[str, Any]:
     """Start the server, post every bundle to every hook ``iterations`` times, return the figures.
 
@@ -154,8 +163,11 @@ def run_benchmark(
     bundles = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     levels = list(clients) if clients else [concurrency]
     port = _free_port()
+    extra_env = {"CDS_QUEUE_DEADLINE_S": str(queue_deadline_s)} if queue_deadline_s else {}
+    acknowledged: list[str] = []
+    audit: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as data_dir:
-        server = _start_server(port, Path(data_dir), rulesets, workers)
+        server = _start_server(port, Path(data_dir), rulesets, workers, extra_env)
         try:
             base = f"http://127.0.0.1:{port}"
             services = {s["hook"]: s for s in httpx.get(f"{base}/cds-services", timeout=60).json()["services"]}
@@ -172,11 +184,14 @@ def run_benchmark(
                 with httpx.Client(base_url=base, timeout=300,
                                   headers={"content-type": "application/json"}) as client:
                     for hook, body in share:
-                        payload = body.replace(_INSTANCE.encode(), str(uuid.uuid4()).encode(), 1)
+                        instance = str(uuid.uuid4())
+                        payload = body.replace(_INSTANCE.encode(), instance.encode(), 1)
                         started = time.perf_counter()
                         response = client.post(f"/cds-services/{SERVICES[hook]}", content=payload)
                         n_cards = len(response.json().get("cards", [])) if response.status_code == 200 else 0
                         out.append((hook, (time.perf_counter() - started) * 1000, response.status_code, n_cards))
+                        if response.status_code == 200:
+                            acknowledged.append(instance)  # list.append is atomic across threads
                 return out
 
             # warm-up: every worker busy once per hook (imports, caches, SQLite file, workers compiled)
@@ -190,6 +205,8 @@ def run_benchmark(
                 with ThreadPoolExecutor(level) as pool:
                     results = [r for batch in pool.map(worker, shares) for r in batch]
                 runs.append(_level_report(level, results, time.perf_counter() - started, hooks))
+            if verify_audit:
+                audit = _count_audit_rows(Path(data_dir), acknowledged)
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -197,11 +214,29 @@ def run_benchmark(
             except subprocess.TimeoutExpired:
                 server.kill()
     report: dict[str, Any] = {"bundles": len(bundles), "iterations": iterations, "workers": workers,
+                              "queue_deadline_s": queue_deadline_s,
                               **{k: v for k, v in runs[-1].items() if k != "clients"},
                               "concurrency": runs[-1]["clients"], "levels": runs}
+    if audit is not None:
+        report["audit"] = audit
     if baseline:
         report["engine_only"] = _baseline(bundles, hooks, rulesets, services)
     return report
+
+
+def _count_audit_rows(data_dir: Path, acknowledged: list[str]) -> dict[str, Any]:
+    """Audit rows in the server's SQLite database, and the acknowledged (200) calls that have none."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "cds.sqlite3") as db:
+        outcomes = dict(db.execute("SELECT outcome, count(*) FROM cds_call GROUP BY outcome").fetchall())
+        ok_rows = db.execute("SELECT hook_instance, latency_ms FROM cds_call WHERE http_status = 200").fetchall()
+    audited = {row[0] for row in ok_rows}
+    missing = [instance for instance in acknowledged if instance not in audited]
+    # latency_ms: from the handler's start to the audit write, as the server measured it
+    server_ms = [row[1] for row in ok_rows]
+    return {"rows_by_outcome": outcomes, "acknowledged": len(acknowledged),
+            "acknowledged_without_row": len(missing), "server_ms_200": _summary(server_ms) if server_ms else {}}
 
 
 def _level_report(level: int, results: list[tuple[str, float, int, int]], wall: float,
@@ -209,13 +244,18 @@ def _level_report(level: int, results: list[tuple[str, float, int, int]], wall: 
     latencies: dict[str, list[float]] = {hook: [] for hook in hooks}
     errors: dict[str, int] = dict.fromkeys(hooks, 0)
     cards: dict[str, int] = dict.fromkeys(hooks, 0)
+    statuses: dict[int, int] = {}
     for hook, ms, status, n_cards in results:
         latencies[hook].append(ms)
-        if status != 200:
+        statuses[status] = statuses.get(status, 0) + 1
+        if status not in (200, 503):  # 503 + Retry-After is the bounded answer, counted as "refused"
             errors[hook] += 1
         cards[hook] += n_cards
     every = [ms for _hook, ms, _status, _cards in results]
+    ok = [ms for _hook, ms, status, _cards in results if status == 200]
     return {"clients": level, "requests": len(results), "seconds": wall, "requests_per_s": len(results) / wall,
+            "statuses": statuses, "refused": statuses.get(503, 0),
+            "ok": _summary(ok) if ok else {"n": 0},
             "all": {**_summary(every), "errors": sum(errors.values())},
             "hooks": {hook: {**_summary(latencies[hook]), "errors": errors[hook],
                              "cards_per_request": cards[hook] / len(latencies[hook])} for hook in hooks}}
@@ -244,12 +284,28 @@ def format_levels(report: dict[str, Any]) -> str:
     workers = report.get("workers") or "server default"
     lines = [(f"{report['bundles']} Synthea bundles x {len(report['hooks'])} hooks x {report['iterations']} "
               f"iterations per level, engine workers: {workers}"),
-             f"{'clients':>8}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"]
+             (f"{'clients':>8}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+              f"{'503':>7}")]
     for run in report["levels"]:
         row = run["all"]
         lines.append(f"{run['clients']:>8}{run['requests']:>10}{run['requests_per_s']:>9.1f}{row['p50']:>9.1f}"
-                     f"{row['p95']:>9.1f}{row['p99']:>9.1f}{row['errors']:>8}")
-    return "\n".join(lines)
+                     f"{row['p95']:>9.1f}{row['p99']:>9.1f}{row['errors']:>8}{run.get('refused', 0):>7}")
+    return "\n".join(lines) + _format_bounded(report)
+
+
+def _format_bounded(report: dict[str, Any]) -> str:
+    """The bounded-load lines: deadline, 503s, latency of the 200s, audit rows counted."""
+    lines = []
+    if report.get("queue_deadline_s"):
+        run = report["levels"][-1]
+        ok = run["ok"]
+        lines.append(f"queue deadline {report['queue_deadline_s']:g} s: statuses {run['statuses']}; 200s p50 "
+                     f"{ok.get('p50', 0):.0f} ms, p99 {ok.get('p99', 0):.0f} ms, max {ok.get('max', 0):.0f} ms")
+    if "audit" in report:
+        audit = report["audit"]
+        lines.append(f"audit rows by outcome {audit['rows_by_outcome']}; acknowledged (200) calls: "
+                     f"{audit['acknowledged']}, without a row: {audit['acknowledged_without_row']}")
+    return "".join("\n" + line for line in lines)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -265,7 +321,7 @@ def format_report(report: dict[str, Any]) -> str:
         engine_text = "-" if engine is None else f"{engine:.1f}"
         lines.append(f"{hook:<14}{row['p50']:>9.1f}{row['p95']:>9.1f}{row['p99']:>9.1f}{row['mean']:>9.1f}"
                      f"{row['max']:>9.1f}{row['errors']:>8}{engine_text:>12}")
-    return "\n".join(lines)
+    return "\n".join(lines) + _format_bounded(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,13 +337,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rulesets", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N bundles")
     parser.add_argument("--no-baseline", action="store_true", help="skip the in-process engine timing")
+    parser.add_argument("--queue-deadline", type=float, default=None, metavar="S",
+                        help="start the server with CDS_QUEUE_DEADLINE_S=S (503 + Retry-After past it)")
+    parser.add_argument("--verify-audit", action="store_true",
+                        help="count the audit rows afterwards: every 200 must have one")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     report = run_benchmark(bundles_dir=args.bundles, iterations=args.iterations, concurrency=args.concurrency,
                            clients=args.clients, hooks=args.hooks, rulesets=args.rulesets, limit=args.limit,
-                           baseline=not args.no_baseline, workers=args.workers)
+                           baseline=not args.no_baseline, workers=args.workers,
+                           queue_deadline_s=args.queue_deadline, verify_audit=args.verify_audit)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 1 if any(run["all"]["errors"] for run in report["levels"]) else 0
+    unaudited = report.get("audit", {}).get("acknowledged_without_row", 0)
+    return 1 if unaudited or any(run["all"]["errors"] for run in report["levels"]) else 0
 
 
 def _levels(text: str) -> list[int]:

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     fhir_allow_http: bool = False  # plain http only for loopback FHIR servers unless this is set
 
     # -- load -----------------------------------------------------------------------------------
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # 413 beyond (a Synthea prefetch is ~1-3 MB)
     max_pending_evaluations: int = Field(default=64, ge=1)  # beyond this: 503 with Retry-After
 
     # -- engine workers (cds.workers) -------------------------------------------------------------
@@ -143,6 +143,13 @@ class Settings(BaseSettings):
             raise ValueError("CDS_PUBLIC_BASE_URL (or CDS_ACCEPTED_AUDIENCES) is required when "
                              "CDS_TRUSTED_ISSUERS is set: the JWT aud is checked against it, never the Host header")
         return self
+    # h10a: audit and input limits
+    queue_deadline_s: float = Field(default=5.0, gt=0)  # waited longer (arrival to engine start, FHIR excepted): 503
+    audit_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # body kept in the audit; beyond: truncated
+    audit_timeout_s: float = Field(default=10.0, gt=0)  # audit write not committed by then: 503, no cards
+    max_json_depth: int = Field(default=64, ge=8)  # deeper nesting: 400 (FHIR resources need ~12)
+    max_number_magnitude: float = Field(default=1e15, gt=0)  # |number| above: 400 before the engine
+    max_header_bytes: int = Field(default=8192, ge=1024)  # request head above: 431 (uvicorn: plain 400 > 16 KiB)
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -44,6 +44,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # A database host that silently drops packets must not hold an audit write (and its thread)
+        # for the OS's TCP timeout of minutes: the call answers 503 after CDS_AUDIT_TIMEOUT_S anyway.
+        kwargs["connect_args"] = {"connect_timeout": 5, **kwargs.get("connect_args", {})}
     return create_engine(url, **kwargs)
 
 

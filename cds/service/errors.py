@@ -8,8 +8,11 @@ which also tells an integrator *which field* was wrong. The tree::
     ├── Unauthorized        401       any JWT problem; the body never says which
     ├── NotFound            404       unknown service id
     ├── PayloadTooLarge     413
+    ├── UnsupportedMediaType 415      Content-Type is not JSON
     ├── PrefetchUnavailable 412       data missing from prefetch and no way to fetch it
     ├── Overloaded          503       too many evaluations queued
+    ├── QueueDeadline       503       the call waited past CDS_QUEUE_DEADLINE_S before it could be evaluated
+    ├── AuditUnavailable    503       the audit row could not be committed, so no cards are given
     ├── EngineCrashed       500       the engine worker died on this call (or the payload is quarantined)
     ├── EngineTimedOut      503       the engine worker exceeded its deadline (killed and replaced)
     └── InternalError       500       a bug; the body says nothing more
@@ -22,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuditUnavailable",
     "BadRequest",
     "EngineCrashed",
     "EngineTimedOut",
@@ -30,8 +34,10 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "PrefetchUnavailable",
+    "QueueDeadline",
     "ServiceError",
     "Unauthorized",
+    "UnsupportedMediaType",
     "operation_outcome",
 ]
 
@@ -100,6 +106,14 @@ class PayloadTooLarge(ServiceError):
     outcome = "too-large"
 
 
+class UnsupportedMediaType(ServiceError):
+    """Raised when a body is sent with a Content-Type other than JSON (a text/plain body is not evaluated)."""
+
+    status_code = 415
+    issue_code = "not-supported"
+    outcome = "unsupported-media-type"
+
+
 class PrefetchUnavailable(ServiceError):
     """Raised when needed data is neither prefetched nor obtainable from ``fhirServer`` (spec: 412)."""
 
@@ -115,6 +129,36 @@ class Overloaded(ServiceError):
     issue_code = "transient"
     outcome = "overloaded"
     headers = {"Retry-After": "1"}
+
+
+class QueueDeadline(ServiceError):
+    """Raised when a call waited longer than ``CDS_QUEUE_DEADLINE_S`` (since it arrived) to be evaluated.
+
+    Answering late is worse than answering "retry": an EHR waits on the user's screen, and by the time
+    a late answer comes the user has moved on. The call was never evaluated.
+    """
+
+    status_code = 503
+    issue_code = "transient"
+    outcome = "queue-deadline"
+    headers = {"Retry-After": "2"}
+
+
+class AuditUnavailable(ServiceError):
+    """Raised when the audit row of an answered call could not be committed (database down, disk full).
+
+    The cards are withheld: the README promises every answer is audited, so an unaudited answer is never
+    sent. The client may retry once the database is back.
+    """
+
+    status_code = 503
+    issue_code = "transient"
+    outcome = "audit-failed"
+    headers = {"Retry-After": "5"}
+
+    def __init__(self) -> None:
+        super().__init__("the call could not be recorded in the audit trail; no answer is given without it, "
+                         "retry shortly")
 
 
 class InternalError(ServiceError):

@@ -36,6 +36,7 @@ from typing import Any
 
 from cds.authoring.reload import ReloadResult
 from cds.service.catalog import ServiceDefinition, build_catalog
+from cds.service.metrics import observe_queue_wait
 
 __all__ = ["CandidateCheck", "EngineHolder", "LoadedEngine", "RulesetWatcher", "ServedRules", "load_rules", "pool_factory",
            "prepare_candidate", "start_rules_check"]
@@ -99,7 +100,7 @@ def pool_factory(*, size: int | None = None, timeout_s: float = 10.0, max_pendin
     from cds.workers import PoolMetrics, Quarantine, WorkerPool
     from cds.workers.pool import WorkerSpec
 
-    metrics = PoolMetrics()
+    metrics = PoolMetrics(on_wait=observe_queue_wait)
     quarantine = Quarantine(after=quarantine_after, seconds=quarantine_s)
 
     def make(ruleset: Any, blob: bytes) -> Any:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import false, true
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,8 +44,14 @@ class CallRecord(Base):
     card_uuids: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)
     fetched_keys: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)
     notes: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)
-    request: Mapped[Any | None] = mapped_column(JSONType)  # the body, access token redacted
+    # The body, access token redacted, sanitised so any JSON survives either database (NUL and lone
+    # surrogates -> U+FFFD, non-finite numbers -> null); None when it is over CDS_AUDIT_MAX_BODY_BYTES.
+    request: Mapped[Any | None] = mapped_column(JSONType)
     request_raw: Mapped[str | None] = mapped_column(Text)  # only when the body was not JSON (redacted)
+    # 0002: the body's bytes as received (tokens redacted), gzip; the exact text for replay and disputes.
+    request_gz: Mapped[bytes | None] = mapped_column(LargeBinary)
+    request_bytes: Mapped[int | None] = mapped_column(Integer)  # size of the body as received
+    request_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)  # what the caller was told (never internals)
     client_iss: Mapped[str | None] = mapped_column(String(500))  # verified JWT issuer, never the JWT
 
@@ -64,6 +71,8 @@ class CardRecord(Base):
     indicator: Mapped[str] = mapped_column(String(20), nullable=False)
     patient_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # 0002: the card's overrideReasons (Codings), so feedback carrying only a code gets its display.
+    override_reasons: Mapped[list[Any] | None] = mapped_column(JSONType)
 
 
 class FeedbackRecord(Base):
@@ -88,4 +97,6 @@ class FeedbackRecord(Base):
     override_comment: Mapped[str | None] = mapped_column(Text)
     outcome_timestamp: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     item: Mapped[Any] = mapped_column(JSONType, nullable=False)  # the item as sent
+    # 0002: False when no card of this service has this uuid (feedback kept, clearly marked, no rule).
+    card_known: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
     client_iss: Mapped[str | None] = mapped_column(String(500))

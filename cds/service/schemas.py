@@ -26,6 +26,7 @@ __all__ = [
     "OrderSignContext",
     "PatientViewContext",
     "FieldError",
+    "check_base_url",
     "error_field",
 ]
 
@@ -39,6 +40,40 @@ class FieldError(ValueError):
 
 _USER_REF = re.compile(r"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}$")
 _NOT_BLANK = Field(min_length=1)
+
+
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)$")
+_URL_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")  # RFC 3986, nothing else
+
+
+def check_base_url(value: str) -> str:
+    """A FHIR base URL as a client may send it, or ValueError: absolute http(s), a valid host, no
+    credentials, query or fragment, no whitespace or control characters (CR/LF would split an HTTP
+    request line). The trailing slash is dropped. Which hosts are *allowed* is decided elsewhere."""
+    from urllib.parse import urlsplit
+
+    if len(value) > 2000:
+        raise ValueError("is longer than 2000 characters")
+    if not _URL_CHARS.fullmatch(value):
+        raise ValueError("must be an absolute http(s) URL without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("must be an absolute http(s) URL (the port is not valid)") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError("must be a base URL without query or fragment")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if port is not None:
+        host = host[: host.rfind(":")]
+    if not _HOST.fullmatch(host) or "%" in host:
+        raise ValueError("must name a valid host")
+    return value.rstrip("/")
 
 
 class _Open(BaseModel):
@@ -158,9 +193,7 @@ class CdsRequest(_Open):
     @field_validator("fhirServer")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an absolute http(s) URL")
-        return value.rstrip("/") if value else value
+        return check_base_url(value) if value is not None else None
 
     @field_validator("prefetch")
     @classmethod

@@ -27,7 +27,7 @@ the CPU-heavy work spread over the workers. The service keeps parsing, validatin
 and auditing.
 """
 
-from cds.workers.errors import PoolBusy, PoolClosed, WorkerCrashed, WorkerFailure, WorkerTimeout
+from cds.workers.errors import PoolBusy, PoolClosed, QueueDeadlineExpired, WorkerCrashed, WorkerFailure, WorkerTimeout
 from cds.workers.inprocess import InProcessEvaluator
 from cds.workers.pool import PoolMetrics, Quarantine, WorkerPool, default_worker_count
 
@@ -37,6 +37,7 @@ __all__ = [
     "PoolClosed",
     "PoolMetrics",
     "Quarantine",
+    "QueueDeadlineExpired",
     "WorkerCrashed",
     "WorkerFailure",
     "WorkerPool",

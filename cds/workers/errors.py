@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cds._exceptions import CDSError, EngineError
 
-__all__ = ["PoolBusy", "PoolClosed", "WorkerCrashed", "WorkerFailure", "WorkerTimeout"]
+__all__ = ["PoolBusy", "PoolClosed", "QueueDeadlineExpired", "WorkerCrashed", "WorkerFailure", "WorkerTimeout"]
 
 
 class WorkerFailure(EngineError):
@@ -39,3 +39,11 @@ class PoolBusy(CDSError):
 
 class PoolClosed(CDSError):
     """The pool was retired (a reload replaced it) or stopped; take the current one and retry."""
+
+
+class QueueDeadlineExpired(CDSError):
+    """The call waited for a worker longer than its queue deadline; it was not evaluated (retry later)."""
+
+    def __init__(self, message: str, *, waited_s: float) -> None:
+        super().__init__(message)
+        self.waited_s = waited_s

@@ -65,7 +65,8 @@ class InProcessEvaluator:
         return self.submit(payload, hook, now).result()
 
     async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None,
-                       label: str | None = None) -> Any:
+                       label: str | None = None, queue_deadline_s: float | None = None) -> Any:
+        """``queue_deadline_s`` is accepted for interface parity and not enforced (one thread, tests only)."""
         return await asyncio.wrap_future(self.submit(payload, hook, now))
 
     def stats(self) -> dict[str, Any]:

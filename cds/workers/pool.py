@@ -19,9 +19,11 @@ Design, and why:
   ruleset digest) that has taken down ``quarantine_after`` workers (crash or deadline) within
   ``quarantine_s`` is answered at once with the same error class, touching no worker: an EHR retrying
   a poisonous request cannot crash-loop the service.
-* **Bounded.** At most ``max_pending`` calls (queued + running) are accepted; beyond that
-  :class:`PoolBusy`. The enqueue and start times of each call are kept so that a queue deadline can be
-  enforced by the caller later.
+* **Bounded, in count and in time.** At most ``max_pending`` calls (queued + running) are accepted;
+  beyond that :class:`PoolBusy`. A call given a queue deadline that has waited longer than it for a
+  worker is not run (:class:`QueueDeadlineExpired`): checked by the caller's timer while it is still
+  queued (so it is answered at the deadline, not when a worker frees up) and again by the slot that
+  takes it, so it can never start late. A call that has started runs to its end (or ``timeout_s``).
 * **Counted.** Starts, restarts, crashes, timeouts, quarantined calls are counted in a
   :class:`PoolMetrics` that may be shared by successive pools of one service (reloads), and logged.
 * **Retire without dropping calls.** :meth:`WorkerPool.close` with ``graceful=True`` lets queued and
@@ -49,7 +51,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from cds._exceptions import EngineError, InputError, InvalidRequestError, InvalidResourceError, NotJSONError
-from cds.workers.errors import PoolBusy, PoolClosed, WorkerCrashed, WorkerFailure, WorkerTimeout
+from cds.workers.errors import PoolBusy, PoolClosed, QueueDeadlineExpired, WorkerCrashed, WorkerFailure, WorkerTimeout
 
 __all__ = ["PoolMetrics", "Quarantine", "WorkerPool", "WorkerSpec", "default_worker_count", "encode_request"]
 
@@ -102,11 +104,20 @@ class PoolMetrics:
     """Thread-safe counters of the engine workers of one service (shared across reloads)."""
 
     FIELDS = ("started", "restarts", "crashes", "timeouts", "start_failures", "quarantined_calls", "calls",
-              "engine_errors")
+              "engine_errors", "queue_deadline_expired")
 
-    def __init__(self) -> None:
+    def __init__(self, on_wait: Callable[[float], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._values = dict.fromkeys(self.FIELDS, 0)
+        self._on_wait = on_wait  # e.g. the service's queue-wait histogram (cds.workers never imports the service)
+
+    def waited(self, seconds: float) -> None:
+        """A call waited ``seconds`` in the queue before a worker took it."""
+        if self._on_wait is not None:
+            try:
+                self._on_wait(seconds)
+            except Exception:  # a metrics hook never fails a call
+                log.warning("queue-wait observer failed", exc_info=True)
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -172,6 +183,7 @@ class _Job:
     label: str | None = None  # the caller's name for the call (the service: its hookInstance), for logs
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None
+    queue_deadline_s: float | None = None  # not run if it waited longer than this for a worker
 
 
 class _WorkerStartError(Exception):
@@ -214,8 +226,18 @@ class _Slot:
                     continue
                 if job is _STOP:
                     break
-                if not job.future.running() and not job.future.set_running_or_notify_cancel():
-                    continue  # the caller gave up while it was queued (a requeued call is running already)
+                fresh = not job.future.running()  # a requeued call is running already
+                if fresh and not job.future.set_running_or_notify_cancel():
+                    continue  # the caller gave up (or its queue deadline passed) while it was queued
+                waited = time.monotonic() - job.enqueued
+                if fresh and job.queue_deadline_s is not None and waited > job.queue_deadline_s:
+                    pool.metrics.inc("queue_deadline_expired")
+                    job.future.set_exception(QueueDeadlineExpired(
+                        f"waited {waited:.1f} s for an engine worker (deadline {job.queue_deadline_s:g} s)",
+                        waited_s=waited))
+                    continue
+                if fresh:
+                    pool.metrics.waited(waited)
                 self.busy, self.busy_since, self.current_label = True, time.monotonic(), job.label
                 try:
                     self._serve(job)
@@ -480,10 +502,13 @@ class WorkerPool:
         return thread
 
     # -- calls ---------------------------------------------------------------------------------
-    def submit_encoded(self, message: bytes, key: str, label: str | None = None) -> Future[Any]:
+    def submit_encoded(self, message: bytes, key: str, label: str | None = None,
+                       queue_deadline_s: float | None = None) -> Future[Any]:
         """Queue one encoded request (see :func:`encode_request`); a Future of an EvaluationSummary.
 
         ``label`` names the call in logs and in :meth:`pid_serving` (the service passes its hookInstance).
+        ``queue_deadline_s``: the future fails with :class:`QueueDeadlineExpired` if no worker took the
+        call within that many seconds of queueing.
         """
         key = f"{self.spec.digest}:{key}"
         quarantined = self.quarantine.check(key)
@@ -502,7 +527,7 @@ class WorkerPool:
         self.metrics.inc("calls")
         future: Future[Any] = Future()
         future.add_done_callback(self._release)
-        self._jobs.put(_Job(message, key, future, label))
+        self._jobs.put(_Job(message, key, future, label, queue_deadline_s=queue_deadline_s))
         return future
 
     def _release(self, _future: Future[Any]) -> None:
@@ -518,10 +543,27 @@ class WorkerPool:
         return self.submit(payload, hook, now).result()
 
     async def evaluate(self, payload: dict[str, Any], hook: str | None = None, now: str | None = None,
-                       label: str | None = None) -> Any:
-        """Evaluate on a worker without blocking the event loop (the request is pickled off-loop)."""
+                       label: str | None = None, queue_deadline_s: float | None = None) -> Any:
+        """Evaluate on a worker without blocking the event loop (the request is pickled off-loop).
+
+        With ``queue_deadline_s``, a call still queued at that deadline is withdrawn (the future is
+        cancelled, so no slot runs it) and :class:`QueueDeadlineExpired` raised; pickling counts
+        towards the deadline as it is part of the wait.
+        """
+        queued_at = time.monotonic()
         message, key = await asyncio.to_thread(encode_request, payload, hook, now)
-        return await asyncio.wrap_future(self.submit_encoded(message, key, label=label))
+        future = self.submit_encoded(message, key, label=label, queue_deadline_s=queue_deadline_s)
+        wrapped = asyncio.wrap_future(future)
+        if queue_deadline_s is None:
+            return await wrapped
+        remaining = queue_deadline_s - (time.monotonic() - queued_at)
+        done, _ = await asyncio.wait({wrapped}, timeout=max(0.0, remaining))
+        if not done and future.cancel():  # still queued: no slot will take it now
+            waited = time.monotonic() - queued_at
+            self.metrics.inc("queue_deadline_expired")
+            raise QueueDeadlineExpired(f"waited {waited:.1f} s for an engine worker (deadline {queue_deadline_s:g} s)",
+                                       waited_s=waited)
+        return await wrapped
 
     def pid_serving(self, label: str) -> int | None:
         """The pid of the worker evaluating the call named ``label`` right now, if any."""

@@ -252,7 +252,8 @@ def test_in_flight_calls_finish_on_the_old_rules_during_a_reload(rulesets: Path,
 
     monkeypatch.setenv("CDS_FAULT_INJECT_SLOW_PATIENT", "renal-1")  # every probe call holds a worker 4 s
     monkeypatch.setenv("CDS_FAULT_INJECT_SLOW_S", "4")
-    thread, app = _serve(rulesets, tmp_path, rule_tests_on_start=False)
+    # 16 s of queued work on purpose: the queue deadline (CDS_QUEUE_DEADLINE_S, 5 s) would shed it
+    thread, app = _serve(rulesets, tmp_path, rule_tests_on_start=False, queue_deadline_s=120)
     try:
         with httpx.Client(base_url=thread.url, timeout=120) as client:
             assert _renal(_patient_view(client)) == ("info", OLD_VERSION)

@@ -1,7 +1,7 @@
 """JWT jti replay cache shared by every service replica.
 
 Revision ID: 0003_jti
-Revises: 0001
+Revises: 0002_audit_body
 Create Date: 2026-12-02
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_jti"
-down_revision = "0001"
+down_revision = "0002_audit_body"
 branch_labels = None
 depends_on = None
 
