@@ -129,9 +129,19 @@ def _set_threshold(rulesets: Path, value: int) -> None:
     path.write_text(text.replace(marker, f"  metformin_egfr_stop:\n    value: {value}\n"))
 
 
-# the shipped metformin-renal version, and the one a reload test bumps it to (with its changelog line,
-# which the rule schema requires to match the version)
-OLD_VERSION, NEW_VERSION = "1.1.0", "1.2.0"
+def _shipped_version(rule_id: str) -> str:
+    import yaml
+
+    from cds.resources import builtin_rulesets_dir
+
+    spec = yaml.safe_load((builtin_rulesets_dir() / "rules" / f"{rule_id}.yaml").read_text())
+    return str(spec["version"])
+
+
+# the shipped metformin-renal version (read from the rule file: authors bump it), and the one a reload
+# test bumps it to (with its changelog line, which the rule schema requires to match the version)
+OLD_VERSION = _shipped_version("metformin-renal")
+NEW_VERSION = "99.0.0"
 
 
 def _bump_version(rulesets: Path) -> None:
