@@ -7,6 +7,8 @@ for the running service (the HTTP part is covered with the service).
 
 from __future__ import annotations
 
+import re
+
 
 from click.testing import CliRunner
 
@@ -39,7 +41,9 @@ def test_change_the_metformin_egfr_threshold_end_to_end(make_ruleset) -> None:
     assert "metformin_egfr_stop:\n    value: 30\n" in text
     definitions.write_text(text.replace("metformin_egfr_stop:\n    value: 30\n", "metformin_egfr_stop:\n    value: 35\n"))
     rule = rules / "metformin-renal.yaml"
-    rule.write_text(rule.read_text().replace("version: 1.0.0", "version: 1.1.0", 1))
+    old_version = re.search(r"^version: (\S+)$", rule.read_text(), re.M).group(1)  # type: ignore[union-attr]
+    rule.write_text(rule.read_text().replace(f"version: {old_version}", "version: 1.2.0", 1).replace(
+        "changelog:\n", 'changelog:\n  - {version: "1.2.0", date: "2026-12-02", change: "stop below eGFR 35"}\n', 1))
 
     # Step 2: validate passes (the change is well formed)...
     validate = cli_runner.invoke(cli, ["rules", "validate", str(rulesets)])
@@ -78,12 +82,12 @@ def test_change_the_metformin_egfr_threshold_end_to_end(make_ruleset) -> None:
 
     # Step 5: the catalogue shows the new threshold and version.
     catalog = cli_runner.invoke(cli, ["rules", "catalog", str(rulesets)]).output
-    assert "egfr_stop (35 mL/min/{1.73_m2})" in catalog and "egfr_stop (30 mL/min/{1.73_m2})" not in catalog
-    assert "| [metformin-renal](#rule-metformin-renal) | Metformin and reduced kidney function | 1.1.0 | active |" in catalog
+    assert "egfr_stop (35 mL/min/1.73 m2)" in catalog and "egfr_stop (30 mL/min/1.73 m2)" not in catalog
+    assert "| [metformin-renal](#rule-metformin-renal) | Metformin and reduced kidney function | 1.2.0 | active |" in catalog
 
     # Step 6: the running service picks the change up without a restart.
     reloaded = service.reload()
     assert reloaded.ok and reloaded.changed, reloaded.reason
     cards = service.current().evaluate(probe, now=NOW).response["cards"]
     card = next(c for c in cards if c["source"]["topic"]["code"] == "metformin-renal")
-    assert card["indicator"] == "critical" and card["source"]["topic"]["version"] == "1.1.0"
+    assert card["indicator"] == "critical" and card["source"]["topic"]["version"] == "1.2.0"

@@ -79,7 +79,7 @@ def test_cli_on_a_request_file_and_on_a_test_case(make_ruleset, tmp_path: Path) 
     result = runner.invoke(cli, ["explain", str(request), "--rulesets", str(directory), "--now", "2026-11-01T09:00:00Z",
                                  "--rule", "metformin-renal"])
     assert result.exit_code == 0, result.output
-    assert "metformin-renal 1.1.0 (active): not fired" in result.output
+    assert "metformin-renal 1.1.1 (active): not fired" in result.output
     assert "needed egfr < metformin_egfr_start (45 mL/min/{1.73_m2})" in result.output
     by_case = runner.invoke(cli, ["explain", str(directory / "rules" / "metformin-renal.test.yaml"), "--case", "25"])
     assert by_case.exit_code == 0, by_case.output

@@ -135,3 +135,15 @@ def test_through_a_definition_counts_too(make_ruleset) -> None:  # type: ignore[
     code, lines = _validate(directory)
     assert code == 1
     assert _has(lines, "[sir-suspected] error", "source_attributes.uses.sex: says not used", "bmi_z")
+
+
+def test_the_json_schema_requires_the_blocks() -> None:
+    """Editors using `cds rules schema` see the same requirement as the loader."""
+    import json
+
+    result = CliRunner().invoke(cli, ["rules", "schema"])
+    schema = json.loads(result.output)
+    assert {"source_attributes", "fda_criterion_4"} <= set(schema["required"])
+    uses = schema["$defs"]["AttributeUses"]
+    assert set(uses["required"]) == set(ATTRIBUTE_USES) and len(ATTRIBUTE_USES) == 9
+    assert set(schema["$defs"]["ApprovalSpec"]["required"]) == {"approved_by", "approved_on", "next_review"}
