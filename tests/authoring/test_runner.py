@@ -89,3 +89,40 @@ def test_pytest_collects_the_same_cases(toy_ruleset: Path) -> None:
     )
     assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
     assert "-indicator: info" in result.stdout and "+indicator: warning" in result.stdout
+
+
+# --- two processes (cds.authoring.runner.start_tests with jobs=2) ------------------------------------
+
+def _summary(report) -> list[tuple[str, str, str]]:
+    return [(r.title, r.status, r.message) for r in report.results]
+
+
+def test_two_processes_report_exactly_what_one_process_reports(toy_ruleset: Path, monkeypatch) -> None:
+    """Every case runs once, failures included, and the report keeps the files' order."""
+    import cds.authoring.runner as runner
+
+    test_file = toy_ruleset / "rules" / "toy-egfr.test.yaml"
+    test_file.write_text(test_file.read_text().replace("indicator: warning", "indicator: critical"))
+    monkeypatch.setattr(runner, "_MIN_CASES_TO_SPLIT", 1)  # the toy ruleset has a handful of cases
+    one = run_tests(load_ruleset(toy_ruleset), jobs=1)
+    pending = runner.start_tests(load_ruleset(toy_ruleset), jobs=2)
+    assert pending._child is not None, "no child was forked"
+    two = pending.finish()
+    assert len(one.results) >= 2 and _summary(two) == _summary(one)
+    assert two.count("fail") == one.count("fail") >= 1
+
+
+def test_a_child_killed_mid_run_costs_time_not_cases(toy_ruleset: Path, monkeypatch) -> None:
+    """SIGKILL to the real child: the parent runs the child's cases itself; nothing is skipped."""
+    import os
+    import signal
+
+    import cds.authoring.runner as runner
+
+    monkeypatch.setattr(runner, "_MIN_CASES_TO_SPLIT", 1)
+    expected = _summary(run_tests(load_ruleset(toy_ruleset), jobs=1))
+    pending = runner.start_tests(load_ruleset(toy_ruleset), jobs=2)
+    assert pending._child is not None
+    os.kill(pending._child[0], signal.SIGKILL)
+    report = pending.finish()
+    assert _summary(report) == expected and report.ok
