@@ -1,10 +1,11 @@
 """Time ``cds serve`` from launch to its first 200 on ``GET /cds-services``, cold and warm.
 
 Why a script and not a test: start-up time depends on the machine and its load; this measures, it does
-not assert. Cold = an empty ``CDS_CACHE_DIR`` (the ruleset check process validates the rules and runs
-every rule test); warm = the same cache folder again (the gate's cached pass skips the check process).
-Each run gets its own database folder and a free port; the server's output goes to a file (never a pipe
-that could fill up), and the server is stopped with SIGINT, then SIGKILL if it does not stop.
+not assert. Cold = a first start: an empty ``CDS_CACHE_DIR`` (the ruleset check process validates the
+rules and runs every rule test) and a new database folder (migrated from scratch); warm = a restart: the
+same cache folder (the gate's cached pass skips the check process) and the same database. Each run gets
+a free port; the server's output goes to a file (never a pipe that could fill up), and the server is
+stopped with SIGINT, then SIGKILL if it does not stop.
 
     python tests/tools/serve_start.py --runs 5            # cold and warm, medians
     python tests/tools/serve_start.py --runs 3 --mode cold --cds .venv/bin/cds
@@ -44,13 +45,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-def time_start(cds: str, cache_dir: Path, *, timeout_s: float = 120.0, extra_env: dict[str, str] | None = None) -> float:
+def time_start(cds: str, cache_dir: Path, data_dir: Path, *, timeout_s: float = 120.0,
+               extra_env: dict[str, str] | None = None) -> float:
     """Seconds from launching ``cds serve`` to the first 200 on discovery (RuntimeError if it never answers)."""
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="serve-start-data-") as data_dir:
-        env = {**os.environ, "CDS_CACHE_DIR": str(cache_dir), "CDS_DATA_DIR": data_dir, **(extra_env or {})}
+    with tempfile.TemporaryDirectory(prefix="serve-start-log-") as log_dir:
+        env = {**os.environ, "CDS_CACHE_DIR": str(cache_dir), "CDS_DATA_DIR": str(data_dir), **(extra_env or {})}
         env.pop("CDS_DATABASE_URL", None)
-        log_path = Path(data_dir) / "serve.log"
+        log_path = Path(log_dir) / "serve.log"
         url = f"http://127.0.0.1:{port}/cds-services"
         with log_path.open("wb") as log:
             started = time.perf_counter()
@@ -87,18 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each start")
     args = parser.parse_args(argv)
     results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="serve-start-warm-") as warm_dir:
+    with tempfile.TemporaryDirectory(prefix="serve-start-warm-") as warm:
+        warm_cache, warm_data = Path(warm) / "cache", Path(warm) / "data"
         if args.mode in ("warm", "both"):
-            time_start(args.cds, Path(warm_dir), timeout_s=args.timeout)  # fills the cache: not counted
+            time_start(args.cds, warm_cache, warm_data, timeout_s=args.timeout)  # fills cache and database: not counted
         for run in range(args.runs):
             for mode in ("cold", "warm"):
                 if args.mode not in (mode, "both"):
                     continue
                 if mode == "cold":
-                    with tempfile.TemporaryDirectory(prefix="serve-start-cold-") as cold_dir:
-                        seconds = time_start(args.cds, Path(cold_dir), timeout_s=args.timeout)
+                    with tempfile.TemporaryDirectory(prefix="serve-start-cold-") as cold:
+                        seconds = time_start(args.cds, Path(cold) / "cache", Path(cold) / "data",
+                                             timeout_s=args.timeout)
                 else:
-                    seconds = time_start(args.cds, Path(warm_dir), timeout_s=args.timeout)
+                    seconds = time_start(args.cds, warm_cache, warm_data, timeout_s=args.timeout)
                 results.setdefault(mode, []).append(seconds)
                 print(f"{mode} run {run + 1}: {seconds:.2f} s (load average {_load()})", flush=True)
     for mode, values in results.items():
