@@ -16,8 +16,7 @@ __all__ = ["Action", "Card", "CdsResponse", "Coding", "Link", "Source", "Suggest
 
 
 class CDSModel(BaseModel):
-    # built on first use: `cds evaluate` uses a few of these classes, importing them all cost ~36 ms
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

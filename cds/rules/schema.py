@@ -44,7 +44,7 @@ ConditionData = Any  # str | dict | list: parsed by cds.rules.conditions
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built on first validation
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Reference(_Strict):
