@@ -325,6 +325,18 @@ def _product_key(concept: dict[str, Any] | None) -> str:
     return str(concept.get("text") or "").strip().lower()
 
 
+def _account(result: InsulinDose, resource: dict[str, Any], concept: dict[str, Any] | None,
+             now: datetime | None) -> tuple[DoseAccount, str]:
+    """One order's dose account and label, noting mL doses and pump rates on ``result`` (active or drafted alike)."""
+    account = dose_account(resource, now, concentration_u_per_ml(concept))
+    label = resource_label(resource)
+    if account.dose_in_ml:
+        result.ml_dose_resources.append(label)
+    if account.pump_rate:
+        result.pump_resources.append(label)
+    return account, label
+
+
 def compute_insulin_dose(
     active: list[tuple[dict[str, Any], dict[str, Any] | None]],
     drafted: list[tuple[dict[str, Any], dict[str, Any] | None]],
@@ -347,12 +359,7 @@ def compute_insulin_dose(
             # a statement describing a product already requested is the same regimen: count it once
             result.items.append(f"{resource_label(resource)}: same product already counted (an active request describes it)")
             continue
-        account = dose_account(resource, now, concentration_u_per_ml(concept))
-        label = resource_label(resource)
-        if account.dose_in_ml:
-            result.ml_dose_resources.append(label)
-        if account.pump_rate:
-            result.pump_resources.append(label)
+        account, label = _account(result, resource, concept, now)
         if account.quantified or account.complete:
             parts = " + ".join(account.parts) or "no scheduled doses"
             result.items.append(f"{label}: {parts} = {fmt_number(account.units)} U/day"
@@ -368,12 +375,7 @@ def compute_insulin_dose(
         result.tdd_at_least = known
     with_drafts: float | None = result.tdd
     for resource, concept in drafted:
-        account = dose_account(resource, now, concentration_u_per_ml(concept))
-        label = resource_label(resource)
-        if account.dose_in_ml:
-            result.ml_dose_resources.append(label)
-        if account.pump_rate:
-            result.pump_resources.append(label)
+        account, label = _account(result, resource, concept, now)
         if not account.complete:
             result.unknown_reasons += [f"{label} (draft): {reason}" for reason in account.reasons]
             with_drafts = None

@@ -9,7 +9,11 @@ the rules never read can be malformed without failing the request; one they do r
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +23,15 @@ from cds._exceptions import InvalidResourceError
 __all__ = ["resource_label", "validate_resource"]
 
 _MODEL_CACHE: dict[str, type[BaseModel]] = {}
+
+# Resources already found valid, by the digest of their canonical JSON. Validation is a pure function of
+# the resource's content, and the same content comes back often: the suggestion a card creates for
+# every patient (a static template plus subject and date), the shared patient of a rule-test file, an
+# EHR's repeated prefetch. Only passes are remembered: an invalid resource is validated again, so its
+# error is always raised with the same message. Bounded (LRU), digests only (no resource is kept).
+_VALID_CACHE_SIZE = 8192
+_VALID: OrderedDict[bytes, None] = OrderedDict()
+_VALID_LOCK = threading.Lock()  # the service validates on several threads
 
 
 def resource_label(resource: dict[str, Any]) -> str:
@@ -62,6 +75,13 @@ def validate_resource(resource: dict[str, Any]) -> None:
         raise InvalidResourceError(
             "resource has no resourceType", resource=resource_label(resource), field="resourceType"
         )
+    try:
+        key = hashlib.blake2b(json.dumps(resource, sort_keys=True, ensure_ascii=False, allow_nan=False).encode(),
+                              digest_size=16).digest()
+    except (TypeError, ValueError, RecursionError):
+        key = None  # not plain JSON data: validate without remembering
+    if key is not None and _seen_valid(key):
+        return
     model = _model_for(resource_type)
     try:
         model.model_validate(resource)
@@ -78,3 +98,16 @@ def validate_resource(resource: dict[str, Any]) -> None:
         label = resource_label(resource)
         detail = f"unknown resource type {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
         raise InvalidResourceError(f"{label} is not valid FHIR R4: {detail}", resource=label) from None
+    if key is not None:
+        with _VALID_LOCK:
+            _VALID[key] = None
+            if len(_VALID) > _VALID_CACHE_SIZE:
+                _VALID.popitem(last=False)
+
+
+def _seen_valid(key: bytes) -> bool:
+    with _VALID_LOCK:
+        if key in _VALID:
+            _VALID.move_to_end(key)
+            return True
+    return False

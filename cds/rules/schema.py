@@ -40,6 +40,13 @@ INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 RULE_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
+
+def _semver(value: str) -> str:
+    """One check for every ``version`` (a rule's and its changelog entries'), one message."""
+    if not SEMVER.match(value):
+        raise ValueError("version must be MAJOR.MINOR.PATCH, e.g. 1.1.0")
+    return value
+
 ConditionData = Any  # str | dict | list: parsed by cds.rules.conditions
 
 
@@ -250,9 +257,7 @@ class ChangelogEntry(_Strict):
     @field_validator("version")
     @classmethod
     def _version_format(cls, value: str) -> str:
-        if not SEMVER.match(value):
-            raise ValueError("version must be MAJOR.MINOR.PATCH, e.g. 1.1.0")
-        return value
+        return _semver(value)
 
     @field_validator("date")
     @classmethod
@@ -298,9 +303,7 @@ class RuleSpec(_Strict):
     @field_validator("version")
     @classmethod
     def _version_format(cls, value: str) -> str:
-        if not SEMVER.match(value):
-            raise ValueError("version must be MAJOR.MINOR.PATCH, e.g. 1.0.0")
-        return value
+        return _semver(value)
 
     @model_validator(mode="after")
     def _changelog_matches_version(self) -> RuleSpec:

@@ -89,3 +89,51 @@ def test_pytest_collects_the_same_cases(toy_ruleset: Path) -> None:
     )
     assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
     assert "-indicator: info" in result.stdout and "+indicator: warning" in result.stdout
+
+
+# --- two processes (cds.authoring.runner.start_tests with jobs=2) ------------------------------------
+# Run in a fresh interpreter: the runner forks only a single-threaded process, and earlier tests in this
+# pytest process may have left threads behind (then it runs everything itself, correctly but unforked).
+
+_SPLIT_SCRIPT = """
+import json, os, signal, sys
+from pathlib import Path
+import cds.authoring.runner as runner
+from cds.rules.loader import load_ruleset
+runner._MIN_CASES_TO_SPLIT = 1  # the toy ruleset has a handful of cases
+summary = lambda report: [[r.title, r.status, r.message] for r in report.results]
+one = runner.run_tests(load_ruleset(Path(sys.argv[1])), jobs=1)
+pending = runner.start_tests(load_ruleset(Path(sys.argv[1])), jobs=2)
+forked = pending._child is not None
+if sys.argv[2] == "kill" and forked:
+    os.kill(pending._child[0], signal.SIGKILL)  # the real child, a real signal
+two = pending.finish()
+print(json.dumps({"forked": forked, "one": summary(one), "two": summary(two), "ok": two.ok,
+                  "failed": [one.count("fail"), two.count("fail")]}))
+"""
+
+
+def _split(toy_ruleset: Path, mode: str) -> dict:
+    import json
+
+    done = subprocess.run([sys.executable, "-c", _SPLIT_SCRIPT, str(toy_ruleset), mode], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_two_processes_report_exactly_what_one_process_reports(toy_ruleset: Path) -> None:
+    """Every case runs once, failures included, and the report keeps the files' order."""
+    test_file = toy_ruleset / "rules" / "toy-egfr.test.yaml"
+    test_file.write_text(test_file.read_text().replace("indicator: warning", "indicator: critical"))
+    result = _split(toy_ruleset, "compare")
+    assert result["forked"], "no child was forked"
+    assert len(result["one"]) >= 2 and result["two"] == result["one"]
+    assert result["failed"][0] == result["failed"][1] >= 1
+
+
+def test_a_child_killed_mid_run_costs_time_not_cases(toy_ruleset: Path) -> None:
+    """SIGKILL to the real child: the parent runs the child's cases itself; nothing is skipped."""
+    result = _split(toy_ruleset, "kill")
+    assert result["forked"]
+    assert result["two"] == result["one"] and result["ok"]

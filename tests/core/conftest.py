@@ -362,3 +362,29 @@ def facts(evaluate):
         return evaluate(bundle(*resources, pt=pt), hook=hook).facts
 
     return run
+
+
+# --- shared by the v3 lab tests (three states: a value, a bound, could not be read) ---------------------
+
+def text_obs(loinc: str, text: str, days_ago: float = 30, **kw: Any) -> dict[str, Any]:
+    """An Observation of ``loinc`` whose value is only text ("see report", "Positive")."""
+    o = obs(loinc, None, None, days_ago, **kw)
+    o["valueString"] = text
+    return o
+
+
+def bound_obs(loinc: str, comparator: str, value: float, unit: str, days_ago: float = 30, **kw: Any) -> dict[str, Any]:
+    """An Observation whose valueQuantity is a bound ("<15", ">90")."""
+    o = obs(loinc, value, unit, days_ago, **kw)
+    o["valueQuantity"]["comparator"] = comparator
+    return o
+
+
+def agree(engine: Engine, evaluation: Any) -> None:
+    """The engine's matches and the Python explanation of every card agree (no ``disagrees``)."""
+    from cds.authoring.explain import explain_evaluation
+
+    explanation = explain_evaluation(engine, evaluation)
+    bad = [f"{r.rule_id} card {c.index}: python {c.holds}, engine {c.matched_by_engine}"
+           for r in explanation.rules if r.ran for c in r.cards if c.disagrees]
+    assert bad == []

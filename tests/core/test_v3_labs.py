@@ -28,35 +28,19 @@ from .conftest import (
     LOINC,
     NOW,
     SNOMED,
+    agree,
+    bound_obs,
     bundle,
     cond,
     medreq,
     obs,
     patient,
     request,
+    text_obs,
     when,
 )
 
 EGFR_UNIT = "mL/min/{1.73_m2}"
-
-
-def text_obs(loinc: str, text: str, days_ago: float = 30, **kw: Any) -> dict[str, Any]:
-    o = obs(loinc, None, None, days_ago, **kw)
-    o["valueString"] = text
-    return o
-
-
-def bound_obs(loinc: str, comparator: str, value: float, unit: str, days_ago: float = 30, **kw: Any) -> dict[str, Any]:
-    o = obs(loinc, value, unit, days_ago, **kw)
-    o["valueQuantity"]["comparator"] = comparator
-    return o
-
-
-def agree(engine, evaluation) -> None:
-    explanation = explain_evaluation(engine, evaluation)
-    bad = [f"{r.rule_id} card {c.index}: python {c.holds}, engine {c.matched_by_engine}"
-           for r in explanation.rules if r.ran for c in r.cards if c.disagrees]
-    assert bad == []
 
 
 def node(engine, text: str) -> Compare:
@@ -297,9 +281,7 @@ def status_obs(code: str, system: str = LOINC, days_ago: float = 30, **kw: Any) 
 
 def hcg(value: Any, days_ago: float = 14, loinc: str = "2106-3", **kw: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        o = obs(loinc, None, None, days_ago, **kw)
-        o["valueString"] = value
-        return o
+        return text_obs(loinc, value, days_ago, **kw)
     return obs(loinc, value, "[IU]/L", days_ago, **kw)
 
 

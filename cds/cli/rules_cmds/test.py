@@ -22,7 +22,7 @@ def command(directory: Path | None, rule: str | None, verbose: bool) -> None:
     Failures show a diff of expected vs actual and, per card, the first condition that failed.
     Exit status 1 when the rulesets do not validate or any case fails, else 0.
     """
-    from cds.authoring.runner import run_tests
+    from cds.authoring.runner import default_jobs, run_tests
     from cds.authoring.gate import load_validated
 
     try:
@@ -32,7 +32,7 @@ def command(directory: Path | None, rule: str | None, verbose: bool) -> None:
         raise SystemExit(1) from None
     if rule is not None and rule not in {r.spec.id for r in ruleset.rules}:
         raise click.BadParameter(f"no rule {rule!r} in {ruleset.directory}", param_hint="--rule")
-    report = run_tests(ruleset, rule=rule)
+    report = run_tests(ruleset, rule=rule, jobs=default_jobs())  # two processes on two cores
     click.echo(report.render(verbose=verbose))
     if not report.ok:
         raise SystemExit(1)
