@@ -91,12 +91,13 @@ class Partition:
         path = self.bucket_path(index)
         if not path.exists():
             return
-        with path.open("r", encoding="utf-8") as handle:
+        with path.open("rb") as handle:
             for line in handle:
-                pid, url, text = line.rstrip("\n").split("\t", 2)
+                raw_pid, raw_url, text = line.rstrip(b"\n").split(b"\t", 2)
+                pid = raw_pid.decode("utf-8")
                 if selected_only and pid not in self.selected:
                     continue
-                grouped.setdefault(pid, []).append((url or None, json.loads(text)))
+                grouped.setdefault(pid, []).append((raw_url.decode("utf-8") or None, json.loads(text)))
         for pid, entries in grouped.items():
             self._with_medications(entries)
             yield PatientData(pid, entries, self.data_through.get(pid))
@@ -118,7 +119,7 @@ def partition(sources: list[Source], prefilter: Prefilter, directory: Path, *, b
     directory.mkdir(parents=True, exist_ok=True)
     count = buckets or _choose_buckets(sources, bucket_bytes)
     result = Partition(directory=directory, buckets=count, input_bytes=sum(s.size for s in sources))
-    handles: dict[int, IO[str]] = {}
+    handles: dict[int, IO[bytes]] = {}
     seen = result.data_through
     classes: dict[str, set[str]] = {}  # stage 1: what each patient's records could feed
     try:
@@ -158,10 +159,9 @@ def partition(sources: list[Source], prefilter: Prefilter, directory: Path, *, b
             index = bucket_of(pid, count)
             handle = handles.get(index)
             if handle is None:
-                handle = handles[index] = result.bucket_path(index).open("a", encoding="utf-8")
-            text = item.raw if item.raw is not None else json.dumps(resource, separators=(",", ":"),
-                                                                    ensure_ascii=False)
-            handle.write(f"{pid}\t{item.full_url or ''}\t{text}\n")
+                handle = handles[index] = result.bucket_path(index).open("ab")
+            raw = item.raw if item.raw is not None else json.dumps(resource, separators=(",", ":")).encode()
+            handle.write(b"%s\t%s\t%s\n" % (pid.encode("utf-8"), (item.full_url or "").encode("utf-8"), raw))
     finally:
         for handle in handles.values():
             handle.close()

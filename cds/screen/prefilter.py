@@ -72,6 +72,12 @@ def _concepts(resource: dict[str, Any]) -> list[Any]:
     return found
 
 
+def _fingerprint(concept: dict[str, Any]) -> tuple[Any, ...]:
+    """What a concept's classes depend on: its text and its codings (as ConceptMatcher keys them)."""
+    return (concept.get("text"), tuple((c.get("system"), c.get("code"), c.get("display")) if isinstance(c, dict)
+                                       else repr(c) for c in concept.get("coding") or ()))
+
+
 def _leaf_holds(leaf: dict[str, Any], values: dict[str, Any]) -> bool:
     key, expected = next(iter(leaf.items()))
     if key in _OPS:
@@ -99,6 +105,7 @@ class Prefilter:
     def __init__(self, ruleset: RuleSet, *, include_drafts: bool = False) -> None:
         self.digest = ruleset.digest
         self.matcher = ConceptMatcher(ruleset.valuesets)
+        self._cache: dict[Any, frozenset[str]] = {}  # concept fingerprint -> classes (every kind at once)
         self.kinds = tuple(sorted({vs.kind for vs in ruleset.valuesets.values()}))
         self.valuesets = len(ruleset.valuesets)
         self._medication_classes = frozenset(
@@ -191,16 +198,28 @@ class Prefilter:
         return sorted(_minimal(found), key=lambda c: (len(c), sorted(map(sorted, c)))), False
 
     # -- per resource, per patient -------------------------------------------------------------
-    def _concept_classes(self, concept: Any) -> set[str]:
+    def _concept_classes(self, concept: Any) -> frozenset[str]:
         if not wellformed_concept(concept):
-            return {ANY}  # cannot be judged irrelevant: the full evaluation names the problem
+            return frozenset({ANY})  # cannot be judged irrelevant: the full evaluation names the problem
+        try:
+            key: Any = _fingerprint(concept)
+            hit = self._cache.get(key)
+        except TypeError:  # unhashable junk inside a coding: match without caching
+            key, hit = None, None
+        if hit is not None:
+            return hit
         found: set[str] = set()
         for coding in concept.get("coding") or ():
             if coding.get("code") == NYHA_LOINC:
                 found.add(_NYHA)
         for kind in self.kinds:
             found.update(self.matcher.match(kind, concept))
-        return found
+        result = frozenset(found)
+        if key is not None:
+            if len(self._cache) >= ConceptMatcher.LIMIT:
+                self._cache.clear()
+            self._cache[key] = result
+        return result
 
     def classes(self, resource: dict[str, Any]) -> frozenset[str]:
         """The classes of record this resource is (empty: no rule can read it)."""
