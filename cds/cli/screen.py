@@ -49,16 +49,18 @@ class ClickProgress:
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Engine worker processes (local) or Spark partitions hint (default: one per core). Example: --workers 2")
 @click.option("--master", default=None, help="Spark master URL (default local[*]). Example: --master spark://host:7077")
-@click.option("--include-drafts", is_flag=True, default=False, help="Also run rules whose status is draft.")
-@click.option("--no-report", is_flag=True, default=False, help="Skip report.html (the worklist and summary only).")
+@click.option("--include-drafts", is_flag=True, default=False,
+              help="Also run rules whose status is draft (never by default). Example: --include-drafts")
+@click.option("--no-report", is_flag=True, default=False,
+              help="Skip report.html (the worklist and summary only). Example: --no-report")
 def command(input_path: Path, out_dir: Path, now: str | None, rulesets: Path | None, engine: str,
             workers: int | None, master: str | None, include_drafts: bool, no_report: bool) -> None:
     """Evaluate every patient of INPUT as on patient-view at --now and write a worklist.
 
     INPUT is a FHIR Bulk Data export (a folder of NDJSON files such as Observation.000.ndjson, or its
     manifest JSON with output[].url pointing at local files) or a folder of FHIR Bundles (Synthea).
-    Patients with no record any rule can read are set aside by a first pass; the others go through
-    the same evaluation as `cds evaluate`.
+    A first pass, derived from the loaded rules, sets aside the patients whose records could meet no
+    card's conditions; the others go through the same evaluation as `cds evaluate`.
 
     \b
     Examples:

@@ -104,3 +104,18 @@ def test_progress_bar_on_a_terminal_and_silence_otherwise(tmp_path: Path) -> Non
                            check=False)
     assert piped.returncode == 0 and piped.stderr == ""
     assert "reading" not in piped.stdout
+
+
+def test_screen_help_documents_every_option_with_an_example() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from cds.cli import cli
+    from cds.cli.screen import command
+
+    text = CliRunner().invoke(cli, ["screen", "--help"]).output
+    assert "cds screen ../shared/data/synthea-r4" in text
+    for option in command.params:
+        if isinstance(option, click.Option) and option.name != "help":
+            assert all(flag in text for flag in option.opts), option.opts
+            assert "Example" in (option.help or ""), f"{option.opts[0]} has no example in its help"
