@@ -69,6 +69,11 @@ def _concepts(resource: dict[str, Any]) -> list[Any]:
     for component in resource.get("component") or ():
         if isinstance(component, dict) and isinstance(component.get("code"), dict):
             found.append(component["code"])
+    if resource.get("resourceType") == "Device":  # an insulin pump is also recognised by its name (facts/meds.py)
+        names = [n.get("name") for n in resource.get("deviceName") or () if isinstance(n, dict)]
+        text = " ".join(str(n) for n in names if n)
+        if text:
+            found.append({"text": text})
     return found
 
 
