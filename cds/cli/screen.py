@@ -89,9 +89,15 @@ def command(input_path: Path, out_dir: Path, now: str | None, rulesets: Path | N
                f"{summary['patients_dropped_by_stage1']} set aside by the first pass) in {summary['elapsed_s']:.1f} s "
                f"({summary['patients_per_s']:.0f} patients/s, {summary['resources_per_s']:.0f} resources/s, "
                f"{summary['engine']}, {summary['workers']} workers)")
+    silent = []
     for rule_id, counts in summary["rules"].items():
+        if not counts["cards"]:
+            silent.append(rule_id)
+            continue
         shown = ", ".join(f"{counts[k]} {k}" for k in ("critical", "warning", "info") if counts[k])
         click.echo(f"  {rule_id:<28} {shown} ({counts['patients']} patients)")
+    if silent:
+        click.echo(f"  no card: {', '.join(silent)}")
     written = ["worklist.csv", "worklist.parquet", "summary.json"] + ([] if no_report else ["report.html"])
     click.echo(f"wrote {', '.join(str(out_dir / name) for name in written)}")
     if summary["patients_with_errors"]:
