@@ -22,6 +22,7 @@ _COMMANDS = {
     "serve": "cds.cli.serve:command",
     "rules": "cds.cli.rules:command",
     "bench": "cds.cli.bench:command",
+    "screen": "cds.cli.screen:command",
     "population": "cds.cli.population:command",
 }
 

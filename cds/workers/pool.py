@@ -96,6 +96,10 @@ class WorkerSpec:
     ruleset_blob: bytes
     digest: str
     include_drafts: bool = False
+    #: ``"module:function"`` the worker calls as ``function(engine, payload, hook, now)`` instead of
+    #: ``engine.evaluate(...).summary()`` (population screening sends batches of patients and wants
+    #: worklist rows back). Named by string so that this package never imports its callers.
+    handler: str | None = None
 
 
 class PoolMetrics:
@@ -262,7 +266,7 @@ class _Slot:
         child.close()
         self.process, self.conn, self.ready = process, parent, False
         try:
-            parent.send((pool.spec.ruleset_blob, pool.spec.digest, pool.spec.include_drafts))
+            parent.send((pool.spec.ruleset_blob, pool.spec.digest, pool.spec.include_drafts, pool.spec.handler))
             ready = wait([parent, process.sentinel], timeout=pool.start_timeout_s)
             if parent not in ready:
                 raise _WorkerStartError("no answer in time" if not ready else f"died ({_describe_exit(process.exitcode)})")

@@ -2,7 +2,7 @@
 
 Protocol on the worker's own pipe (``multiprocessing.connection.Connection``):
 
-1. The pool sends ``(ruleset_blob, digest, include_drafts)``. The worker unpickles the RuleSet,
+1. The pool sends ``(ruleset_blob, digest, include_drafts, handler)``. The worker unpickles the RuleSet,
    checks that its digest is the one the service serves, and compiles it into its own durable_rules
    Host (compilation cannot be shipped: a Host holds closures). It answers ``("ready", pid)`` or
    ``("failed", reason)``. The RuleSet comes from the service rather than from the folder so that a
@@ -20,6 +20,7 @@ stops its workers itself by closing their pipes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import signal
@@ -30,21 +31,29 @@ from typing import Any
 __all__ = ["worker_main"]
 
 
-def _compile(conn: Connection) -> Any:
+def _default_handler(engine: Any, payload: Any, hook: str | None, now: str | None) -> Any:
+    return engine.evaluate(payload, hook=hook, now=now).summary()
+
+
+def _compile(conn: Connection) -> tuple[Any, Any]:
     from cds.engine import Engine
 
-    blob, digest, include_drafts = conn.recv()
+    blob, digest, include_drafts, handler_name = conn.recv()
     ruleset = pickle.loads(blob)
     if ruleset.digest != digest:
         raise RuntimeError(f"ruleset digest {ruleset.digest} is not the one served ({digest})")
-    return Engine(ruleset, include_drafts=include_drafts)
+    handler = _default_handler
+    if handler_name:
+        module_name, _, attribute = handler_name.partition(":")
+        handler = getattr(importlib.import_module(module_name), attribute)
+    return Engine(ruleset, include_drafts=include_drafts), handler
 
 
 def worker_main(conn: Connection, index: int) -> None:
     """Entry point of a worker process (``index`` names it in logs)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        engine = _compile(conn)
+        engine, handler = _compile(conn)
     except BaseException as exc:  # noqa: BLE001 - every start failure is reported to the pool
         try:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -65,7 +74,7 @@ def worker_main(conn: Connection, index: int) -> None:
         try:
             hook, payload, now = pickle.loads(message)
             faults.apply(payload)
-            reply = ("ok", engine.evaluate(payload, hook=hook, now=now).summary())
+            reply = ("ok", handler(engine, payload, hook, now))
         except InputError as exc:
             reply = ("input", type(exc).__name__, exc.message, exc.field, getattr(exc, "resource", None))
         except Exception as exc:  # noqa: BLE001 - the service logs it; the caller gets a bare 500
