@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cds.cli.rules_cmds import catalog, schema, test, validate
+from cds.cli.rules_cmds import impact as impact_cmd
 
 __all__ = ["command"]
 
@@ -25,3 +26,4 @@ command.add_command(schema.command)
 command.add_command(validate.command)
 command.add_command(test.command)
 command.add_command(catalog.command)
+command.add_command(impact_cmd.command)
