@@ -65,6 +65,7 @@ def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
             "entry": [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in resources]}
 
 
+@pytest.mark.timeout(600)
 def test_spark_worklist_equals_local_and_cds_evaluate(spark_available: None, population: Path,
                                                       tmp_path: Path) -> None:
     from cds.screen.spark import run_spark
@@ -106,6 +107,7 @@ def test_spark_worklist_equals_local_and_cds_evaluate(spark_available: None, pop
         assert printed == sorted(by_patient[pid]), pid
 
 
+@pytest.mark.timeout(600)
 def test_spark_cli_on_synthea_bundles_writes_the_same_outputs(spark_available: None, tmp_path: Path) -> None:
     outputs = {}
     for engine, extra in (("local", ["--workers", "2"]), ("spark", ["--master", "local[2]"])):
