@@ -106,6 +106,21 @@ def test_labels_and_shares(population: Path) -> None:
 
 def test_planted_patients_get_exactly_the_cards_their_sample_expects(population: Path) -> None:
     """The labels are true: every planted patient, as exported, gives its sample's expected cards."""
+    _check_planted(population, NOW)
+
+
+def test_planted_patients_keep_their_meaning_at_another_now(tmp_path: Path) -> None:
+    """--now moves the planted patients' dates with it (whole days), so their cards are the same."""
+    later = "2027-03-15T09:00:00Z"
+    done = _generate(tmp_path / "later", "--patients", "60", "--seed", "3", "--planted-share", "1", "--now", later)
+    assert done.returncode == 0, done.stderr
+    rows = _check_planted(tmp_path / "later", later)
+    assert len(rows) == 60
+    first_obs = json.loads((tmp_path / "later" / "Observation.000.ndjson").read_text().splitlines()[0])
+    assert first_obs["effectiveDateTime"][:4] in {"2026", "2027"}
+
+
+def _check_planted(population: Path, now: str) -> list[dict[str, str]]:
     by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
     medications = []
     for resource in _resources(population):
@@ -123,9 +138,11 @@ def test_planted_patients_get_exactly_the_cards_their_sample_expects(population:
                    for r in by_patient[row["patient_id"]] + [m for m in medications
                                                              if m["id"].startswith(row["patient_id"] + "-")]]
         bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
-        cards = {c.source.topic.code: c.indicator for c in engine.evaluate(bundle, hook="patient-view", now=NOW).cards}
+        cards = {c.source.topic.code: c.indicator  # type: ignore[union-attr]
+                 for c in engine.evaluate(bundle, hook="patient-view", now=now).cards}
         expected = dict(item.split(":") for item in row["expected"].split(";") if item)
         assert cards == expected, (row["template"], row["patient_id"])
+    return rows
 
 
 def test_missing_synthea_folder_is_a_clear_error(tmp_path: Path) -> None:
