@@ -101,8 +101,8 @@ def generate_population(
 ) -> GenerateResult:
     """Write ``patients`` patients into ``out`` (created; existing export files there are replaced).
 
-    Each patient is planted with probability ``planted_share`` (a uniformly chosen patient-view sample,
-    dates kept at their distance to ``now``); otherwise ordinary: a Synthea template with diabetes with
+    Each patient is planted with probability ``planted_share`` (a patient-view sample, drawn stratified
+    by its label, dates kept at their distance to ``now``); otherwise ordinary: a Synthea template with diabetes with
     probability ``DIABETES_SHARE``, dates shifted so that its latest record falls 1-365 days before
     ``now``, quantities jittered by up to 5 %.
     """
@@ -112,6 +112,13 @@ def generate_population(
     for old in out.glob("*.ndjson"):
         old.unlink()
     ordinary, planted = load_templates(synthea_dir, samples_dir, now, history_years=history_years)
+    # Planted patients are stratified by label (each combination of recognition pathways, and "none":
+    # close misses and safety cases), so even a small planted share puts every pathway in the labels
+    # often enough to measure the screen's sensitivity on it.
+    by_label: dict[tuple[str, ...], list[CompiledTemplate]] = {}
+    for template in planted:
+        by_label.setdefault(template.label, []).append(template)
+    planted_groups = [by_label[label] for label in sorted(by_label)]
     with_diabetes = [t for t in ordinary if t.diabetes]
     without = [t for t in ordinary if not t.diabetes] or ordinary
     with_diabetes = with_diabetes or ordinary
@@ -126,7 +133,8 @@ def generate_population(
         for number in range(patients):
             pid = f"p{number:0{width}d}"
             if rng.random() < planted_share:
-                template = planted[rng.randrange(len(planted))]
+                group = planted_groups[rng.randrange(len(planted_groups))]
+                template = group[rng.randrange(len(group))]
                 shift = template.base_shift
                 values: list[str] = []
                 planted_count += 1

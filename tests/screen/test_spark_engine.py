@@ -28,9 +28,9 @@ NOW = "2026-11-01T09:00:00Z"
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """240 patients, a third planted; seed 1 plants the one sample with a Medication resource."""
+    """160 patients, a third planted (stratified by pathway), NDJSON split into several files per type."""
     out = tmp_path_factory.mktemp("pop")
-    generate_population(out, patients=240, seed=1, synthea_dir=SYNTHEA, samples_dir=REPO / "fhir_samples",
+    generate_population(out, patients=160, seed=1, synthea_dir=SYNTHEA, samples_dir=REPO / "fhir_samples",
                         now=dt.datetime(2026, 11, 1, 9, tzinfo=dt.UTC), planted_share=0.35, per_file=3000)
     return out
 
@@ -77,13 +77,12 @@ def test_spark_worklist_equals_local_and_cds_evaluate(spark_available: None, pop
     assert spark.details["executor_processes"] >= 1 and spark.details["partitions"] == 3
     assert not local.errors and not spark.errors
     assert (spark.patients, spark.resources, spark.selected) == (local.patients, local.resources, local.selected) \
-        == (240, spark.resources, spark.selected)
+        == (160, spark.resources, spark.selected)
     assert spark.details["resources_by_type"] == local.details["resources_by_type"]
-    assert spark.details["resources_by_type"].get("Medication"), "no Medication resource: references not exercised"
     assert _rows(spark) == _rows(local)
     rows = _rows(spark)
     labels = {r["patient_id"]: r for r in csv.DictReader((population / "labels.csv").open())}
-    assert {r["rule_id"] for r in rows} >= {"sir-suspected", "metformin-renal"}
+    assert {r["rule_id"] for r in rows} >= {"sir-suspected", "lipodystrophy-pattern", "receptor-defect-pattern"}
     # Per patient, the cards cds evaluate's engine gives on that patient's data at the same instant.
     engine = Engine(ruleset)
     by_patient: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
@@ -108,19 +107,36 @@ def test_spark_worklist_equals_local_and_cds_evaluate(spark_available: None, pop
 
 
 @pytest.mark.timeout(600)
-def test_spark_cli_on_synthea_bundles_writes_the_same_outputs(spark_available: None, tmp_path: Path) -> None:
-    outputs = {}
-    for engine, extra in (("local", ["--workers", "2"]), ("spark", ["--master", "local[2]"])):
-        out = tmp_path / engine
-        done = subprocess.run([sys.executable, "-m", "cds", "screen", str(SYNTHEA), "--out", str(out), "--now", NOW,
-                               "--engine", engine, "--no-report", *extra],
-                              capture_output=True, text=True, timeout=600, cwd=REPO)
-        assert done.returncode == 0, done.stderr
-        outputs[engine] = out
-    assert (outputs["spark"] / "worklist.csv").read_bytes() == (outputs["local"] / "worklist.csv").read_bytes()
-    local = json.loads((outputs["local"] / "summary.json").read_text())
-    spark = json.loads((outputs["spark"] / "summary.json").read_text())
+def test_spark_on_every_sample_with_medications_and_mixed_manifest_urls(spark_available: None,
+                                                                        samples_export: Any) -> None:
+    """h11a's export of every sample (Medication resources, 150 resources per file, file:// and relative
+    manifest urls, Synthea patients the first pass sets aside): Spark rows equal the local engine's."""
+    from cds.screen.spark import run_spark
+
+    ruleset = load_ruleset()
+    local = run_engine("local", samples_export.manifest, now=NOW, ruleset=ruleset, workers=2)
+    spark = run_spark(samples_export.manifest, now=NOW, ruleset=ruleset, master="local[2]", partitions=2)
+    assert spark.details["resources_by_type"].get("Medication"), "no Medication resource: references not exercised"
+    assert spark.details["medications"] == local.details["medications"]
+    assert (spark.patients, spark.resources, spark.selected) == (local.patients, local.resources, local.selected)
+    assert spark.selected < spark.patients  # the first pass set the stripped Synthea patients aside
+    assert [(e.patient_id, e.kind) for e in spark.errors] == [(e.patient_id, e.kind) for e in local.errors]
+    assert _rows(spark) == _rows(local)
+
+
+@pytest.mark.timeout(600)
+def test_spark_cli_on_synthea_bundles_writes_the_same_outputs(spark_available: None, synthea_screen: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "spark"
+    done = subprocess.run([sys.executable, "-m", "cds", "screen", str(SYNTHEA), "--out", str(out), "--now", NOW,
+                           "--engine", "spark", "--master", "local[2]"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert (out / "worklist.csv").read_bytes() == (synthea_screen / "worklist.csv").read_bytes()
+    local = json.loads((synthea_screen / "summary.json").read_text())
+    spark = json.loads((out / "summary.json").read_text())
     assert spark["engine"] == "spark" and local["engine"] == "local"
     for key in ("patients", "resources", "cards", "patients_with_cards", "rules", "patients_evaluated"):
         assert spark[key] == local[key], key
     assert spark["patients"] == 40
+    assert (out / "report.html").stat().st_size > 1000 and (out / "worklist.parquet").exists()
