@@ -3,13 +3,14 @@
 Pass 1 (:func:`partition`) streams the input once (:mod:`cds.screen.ingest`) and appends each
 resource the rules could use (the types the fact builders read, and the Patient) to bucket file
 ``hash(patient id) % n`` as one line ``patient id TAB fullUrl TAB compact JSON``. At the same time it
-runs stage 1 (:class:`cds.screen.prefilter.Prefilter`) on each resource and notes every patient's
-latest record date. Pass 2 reads one bucket at a time, groups its lines
-by patient and yields the stage-1-selected patients as :class:`cds.screen.core.PatientData`
-(:meth:`Partition.iter_patients`).
+runs stage 1 (:class:`cds.screen.prefilter.Prefilter`) on each resource (the classes of record a
+patient has; decided per patient at the end) and notes every patient's latest record date. Pass 2
+reads one bucket at a time, groups its lines by patient and yields the stage-1-selected patients as
+:class:`cds.screen.core.PatientData` (:meth:`Partition.iter_patients`).
 
 Memory: one bucket's resources (the bucket count is chosen so a bucket is about ``bucket_bytes``),
-plus per patient an id and a date (about 100 bytes: 10 MB per 100,000 patients), plus the Medication
+plus per patient an id, a date and the set of value-set ids their records matched (a few hundred
+bytes: tens of MB per 100,000 patients), plus the Medication
 resources of the export (patient-independent and referenced from many patients; a few thousand in
 real exports). Resources of types no rule reads (Encounter, Claim...) are counted and dated but never
 written.
@@ -55,7 +56,7 @@ class Partition:
     by_type: Counter[str] = field(default_factory=Counter)
     unattributed: Counter[str] = field(default_factory=Counter)  # resources that name no patient, by type
     data_through: dict[str, str | None] = field(default_factory=dict)  # every patient seen -> latest date
-    selected: set[str] = field(default_factory=set)  # stage 1: patients with a resource a rule can read
+    selected: set[str] = field(default_factory=set)  # stage 1: patients some card could fire for
     medications: dict[str, tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
     input_bytes: int = 0
 
@@ -90,12 +91,13 @@ class Partition:
         path = self.bucket_path(index)
         if not path.exists():
             return
-        with path.open("r", encoding="utf-8") as handle:
+        with path.open("rb") as handle:
             for line in handle:
-                pid, url, text = line.rstrip("\n").split("\t", 2)
+                raw_pid, raw_url, text = line.rstrip(b"\n").split(b"\t", 2)
+                pid = raw_pid.decode("utf-8")
                 if selected_only and pid not in self.selected:
                     continue
-                grouped.setdefault(pid, []).append((url or None, json.loads(text)))
+                grouped.setdefault(pid, []).append((raw_url.decode("utf-8") or None, json.loads(text)))
         for pid, entries in grouped.items():
             self._with_medications(entries)
             yield PatientData(pid, entries, self.data_through.get(pid))
@@ -117,8 +119,9 @@ def partition(sources: list[Source], prefilter: Prefilter, directory: Path, *, b
     directory.mkdir(parents=True, exist_ok=True)
     count = buckets or _choose_buckets(sources, bucket_bytes)
     result = Partition(directory=directory, buckets=count, input_bytes=sum(s.size for s in sources))
-    handles: dict[int, IO[str]] = {}
+    handles: dict[int, IO[bytes]] = {}
     seen = result.data_through
+    classes: dict[str, set[str]] = {}  # stage 1: what each patient's records could feed
     try:
         for item in stream(sources):
             resource = item.resource
@@ -146,16 +149,24 @@ def partition(sources: list[Source], prefilter: Prefilter, directory: Path, *, b
                 seen[pid] = when if when is not None else previous
             if rtype not in _KEPT_TYPES:
                 continue
-            if pid not in result.selected and prefilter.readable(resource):
-                result.selected.add(pid)
+            found = prefilter.classes(resource)
+            if found:
+                known = classes.get(pid)
+                if known is None:
+                    classes[pid] = set(found)
+                elif not found <= known:
+                    known |= found
             index = bucket_of(pid, count)
             handle = handles.get(index)
             if handle is None:
-                handle = handles[index] = result.bucket_path(index).open("a", encoding="utf-8")
-            text = item.raw if item.raw is not None else json.dumps(resource, separators=(",", ":"),
-                                                                    ensure_ascii=False)
-            handle.write(f"{pid}\t{item.full_url or ''}\t{text}\n")
+                handle = handles[index] = result.bucket_path(index).open("ab")
+            raw = item.raw if item.raw is not None else json.dumps(resource, separators=(",", ":")).encode()
+            handle.write(b"%s\t%s\t%s\n" % (pid.encode("utf-8"), (item.full_url or "").encode("utf-8"), raw))
     finally:
         for handle in handles.values():
             handle.close()
+    if prefilter.selects_everyone:
+        result.selected = set(seen)
+    else:
+        result.selected = {pid for pid, found in classes.items() if prefilter.selects(found)}
     return result

@@ -57,14 +57,14 @@ class Item:
     """One resource from the input.
 
     ``patient_id`` is None for a resource that names no patient (a Medication, or data the export
-    did not link to anyone). ``raw`` is the compact JSON text when the input line can be reused as is.
+    did not link to anyone). ``raw`` is the JSON line (UTF-8 bytes) when the input line can be reused.
     ``where`` names the file and line (or entry) for messages.
     """
 
     patient_id: str | None
     full_url: str | None
     resource: dict[str, Any]
-    raw: str | None
+    raw: bytes | None
     where: str
     size: int = 0  # bytes of input this item consumed (progress)
 
@@ -189,7 +189,7 @@ def _stream_ndjson(source: Source) -> Iterator[Item]:
             if resource["resourceType"] == "Bundle":
                 yield from _bundle_items(resource, where, size)
                 continue
-            yield Item(patient_key(resource), None, resource, text.decode("utf-8"), where, size)
+            yield Item(patient_key(resource), None, resource, text, where, size)
 
 
 def _flatten(bundle: dict[str, Any], where: str) -> list[tuple[str | None, dict[str, Any], str]]:

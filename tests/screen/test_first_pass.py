@@ -1,7 +1,8 @@
 """Stage 1 drops only patients who get no card (issue 11, "two stages, derived from the rules").
 
-The first pass is derived from the loaded value sets; the proof is empirical and could fail: every
-patient it sets aside is evaluated fully anyway (all their records the engine reads, through the same
+The first pass is derived from the loaded rules (their conditions in normal form, the value sets
+that feed each fact); the proof is empirical and could fail: every patient it sets aside is evaluated
+fully anyway (all their records the engine reads, through the same
 core as the screen) and must get no card. The population has many such patients (the 40 Synthea
 records stripped of what the rules read: encounters, immunisations, vital signs, unrelated
 conditions), and the samples, which fire cards, must all be kept.
@@ -82,8 +83,28 @@ def test_the_first_pass_follows_the_value_sets(tmp_path: Path) -> None:
     assert not Prefilter(ruleset).readable(metformin)
 
 
-def test_synthea_patients_all_have_readable_records(tmp_path: Path) -> None:
+def test_synthea_patients_set_aside_get_no_card(tmp_path: Path, engine: Engine) -> None:
+    """Bundle input: Synthea patients with nothing a card needs (e.g. no SIR context, no drug a safety
+    rule watches) are set aside, and each of them, evaluated fully, gets no card."""
     if not synthea_files():
         pytest.skip(f"{SYNTHEA} not available")
-    part = partition(discover(SYNTHEA), Prefilter(load_ruleset()), tmp_path / "b")
-    assert part.patients == 40 and len(part.selected) == 40  # every Synthea record has BMI or a coded condition
+    patients, dropped, cards = _proof(SYNTHEA, tmp_path / "b", engine)
+    assert patients == 40 and cards == 0
+    assert 0 < dropped < 40
+
+
+def test_the_first_pass_follows_the_rule_conditions() -> None:
+    """A BMI alone can make no card fire; a fasting insulin with a BMI can (sir-suspected), a metformin
+    prescription can (the metformin safety rules), an unreadable concept always goes to the full pass."""
+    from cds.screen.prefilter import ANY
+
+    prefilter = Prefilter(load_ruleset())
+    assert not prefilter.selects_everyone
+    assert not prefilter.selects({"bmi"})
+    assert not prefilter.selects({"bmi", "hba1c", "egfr"})  # an ordinary record with labs
+    assert prefilter.selects({"insulin-fasting", "bmi"})
+    assert prefilter.selects({"metformin"})
+    assert prefilter.selects({"lipodystrophy-partial"})
+    assert prefilter.selects({ANY})
+    malformed = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"}, "code": {"coding": "E11"}}
+    assert prefilter.classes(malformed) == {ANY}
