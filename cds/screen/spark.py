@@ -11,13 +11,14 @@ so a patient's rows are the rows the local engine and ``cds evaluate`` give. Wha
    Medication resources belong to no patient: NDJSON files of Medications (Bulk Data writes one type per
    file) are read on the driver and broadcast; Medications inside a Bundle go with that Bundle's patients.
 2. **Key by patient and repartition by patient**: each resource becomes ``(patient id, (file, line,
-   kind, fullUrl, JSON text))``; ``groupByKey`` hash-partitions by patient into ``partitions`` parts.
+   kind, fullUrl, JSON line as bytes))``; ``groupByKey`` hash-partitions by patient into ``partitions`` parts.
    Resources of types no rule reads only carry their date (for ``data_through``).
 3. **Evaluate a partition at a time**: one :class:`cds.engine.Engine` per executor Python process,
    compiled once from the broadcast pickled RuleSet and kept for the process's later tasks
    (durable_rules: one ruleset per process; the engine deletes each patient's state after its pass,
-   as in the service). Stage 1 (:class:`cds.screen.prefilter.Prefilter`) drops patients no rule can read
-   before the full evaluation, exactly as locally. A patient's resources are put back in input order.
+   as in the service). Stage 1 (:class:`cds.screen.prefilter.Prefilter`: the classes of record of the
+   patient's resources against every card's normal form) sets patients aside before the full
+   evaluation, exactly as locally. A patient's resources are put back in input order.
 4. **Collect** the worklist rows (one per card: small) and per-partition counts on the driver, which
    writes the same outputs as the local engine (:mod:`cds.screen.outputs`).
 
@@ -70,7 +71,8 @@ def _engine_for(blob: bytes, digest: str, include_drafts: bool) -> tuple[Any, An
         if ruleset.digest != digest:
             raise RuntimeError(f"ruleset digest {ruleset.digest} is not the one broadcast ({digest})")
         _ENGINE.clear()  # one ruleset per process
-        cached = _ENGINE[digest] = (Engine(ruleset, include_drafts=include_drafts), Prefilter(ruleset))
+        cached = _ENGINE[digest] = (Engine(ruleset, include_drafts=include_drafts),
+                                    Prefilter(ruleset, include_drafts=include_drafts))
     return cached
 
 
@@ -92,7 +94,7 @@ def _read_source(indexed: tuple[int, Source]) -> Iterator[tuple[str, tuple[Any, 
     index, source = indexed
     by_type: Counter[str] = Counter()
     unattributed: Counter[str] = Counter()
-    bundle_meds: list[tuple[int, str | None, str]] = []
+    bundle_meds: list[tuple[int, str | None, bytes]] = []
     pids: set[str] = set()
     for number, item in enumerate(stream_source(source)):
         resource = item.resource
@@ -103,7 +105,7 @@ def _read_source(indexed: tuple[int, Source]) -> Iterator[tuple[str, tuple[Any, 
                 raise InputError(f"{item.where}: a Medication in an NDJSON file of other resources; the Spark "
                                  "engine reads Medications from their own files (Bulk Data writes one type per "
                                  "file): use --engine local for this input")
-            bundle_meds.append((number, item.full_url, json.dumps(resource, separators=(",", ":"))))
+            bundle_meds.append((number, item.full_url, json.dumps(resource, separators=(",", ":")).encode()))
             continue
         pid = item.patient_id
         if pid is None:
@@ -111,8 +113,7 @@ def _read_source(indexed: tuple[int, Source]) -> Iterator[tuple[str, tuple[Any, 
             continue
         pids.add(pid)
         if rtype in _KEPT_TYPES:
-            text = item.raw if item.raw is not None else json.dumps(resource, separators=(",", ":"),
-                                                                    ensure_ascii=False)
+            text = item.raw if item.raw is not None else json.dumps(resource, separators=(",", ":")).encode()
             yield pid, (index, number, "r", item.full_url, text)
         else:
             yield pid, (index, number, "d", None, record_date(resource))
@@ -123,11 +124,11 @@ def _read_source(indexed: tuple[int, Source]) -> Iterator[tuple[str, tuple[Any, 
 
 
 def _patient(pid: str, records: Iterable[tuple[Any, ...]],
-             medications: dict[str, tuple[str | None, str]]) -> PatientData:
+             medications: dict[str, tuple[str | None, bytes]]) -> PatientData:
     """Records of one patient -> PatientData, resources in input order, referenced Medications last."""
     ordered = sorted(records, key=lambda r: (r[0], r[1]))
     entries: list[tuple[str | None, dict[str, Any]]] = []
-    local_meds: dict[str, tuple[str | None, str]] = {}
+    local_meds: dict[str, tuple[str | None, bytes]] = {}
     latest: str | None = None
     for _index, _number, kind, full_url, payload in ordered:
         if kind == "m":
@@ -145,7 +146,7 @@ def _patient(pid: str, records: Iterable[tuple[Any, ...]],
         if when is not None and (latest is None or when > latest):
             latest = when
     # Referenced Medications are appended after the patient's own resources, once each (as locally).
-    added: set[str] = set()
+    added: set[bytes] = set()
     for _url, resource in list(entries):
         if resource.get("resourceType") in _MED_TYPES:
             ref = resource.get("medicationReference")
@@ -159,7 +160,7 @@ def _patient(pid: str, records: Iterable[tuple[Any, ...]],
 
 def _evaluate_partition(groups: Iterator[tuple[str, Iterable[tuple[Any, ...]]]], blob: bytes, digest: str,
                         include_drafts: bool, now: str,
-                        medications: dict[str, tuple[str | None, str]]) -> Iterator[tuple[str, Any]]:
+                        medications: dict[str, tuple[str | None, bytes]]) -> Iterator[tuple[str, Any]]:
     """Executor: one partition of patients -> ("result", BatchResult) and one ("stats", counts)."""
     engine, prefilter = _engine_for(blob, digest, include_drafts)
     patients = selected = 0
@@ -171,9 +172,13 @@ def _evaluate_partition(groups: Iterator[tuple[str, Iterable[tuple[Any, ...]]]],
             continue
         patients += 1
         data = _patient(pid, records, medications)
-        kept = [resource for _url, resource in data.entries if resource.get("resourceType") in _KEPT_TYPES]
-        if not any(prefilter.readable(resource) for resource in kept):
-            continue
+        if not prefilter.selects_everyone:
+            classes: set[str] = set()
+            for _url, resource in data.entries:
+                if resource.get("resourceType") in _KEPT_TYPES:
+                    classes |= prefilter.classes(resource)
+            if not prefilter.selects(classes):
+                continue
         selected += 1
         batch.append(data)
         if len(batch) >= _BATCH:
@@ -201,10 +206,10 @@ def _session(master: str) -> Any:
             .getOrCreate())
 
 
-def _driver_medications(sources: list[Source]) -> tuple[list[Source], dict[str, tuple[str | None, str]], Counter[str]]:
+def _driver_medications(sources: list[Source]) -> tuple[list[Source], dict[str, tuple[str | None, bytes]], Counter[str]]:
     """Split off NDJSON files of Medications, read them here (they are few) for broadcasting."""
     rest: list[Source] = []
-    medications: dict[str, tuple[str | None, str]] = {}
+    medications: dict[str, tuple[str | None, bytes]] = {}
     counts: Counter[str] = Counter()
     for source in sources:
         if source.kind != "ndjson" or _first_type(source) != "Medication":
@@ -216,7 +221,7 @@ def _driver_medications(sources: list[Source]) -> tuple[list[Source], dict[str, 
             if rtype != "Medication":
                 raise InputError(f"{item.where}: a {rtype} in a file of Medications; the Spark engine reads "
                                  "Medications from their own files: use --engine local for this input")
-            text = item.raw or json.dumps(item.resource, separators=(",", ":"))
+            text = item.raw or json.dumps(item.resource, separators=(",", ":")).encode()
             rid = item.resource.get("id")
             if isinstance(rid, str) and rid:
                 medications[f"Medication/{rid}"] = (item.full_url, text)
