@@ -260,8 +260,10 @@ def run_impact(input_path: Path, out: Path, *, baseline_dir: Path, candidate_dir
     sides: dict[str, dict[str, Any]] = {}
     versions: dict[str, dict[str, str]] = {}
     rows: dict[str, list[dict[str, str]]] = {}
+    # Both rulesets are loaded before anything is screened: a candidate that does not load fails at once.
+    rulesets = {"baseline": load_ruleset(baseline_dir), "candidate": load_ruleset(candidate_dir)}
     for side, directory in (("baseline", baseline_dir), ("candidate", candidate_dir)):
-        ruleset = load_ruleset(directory)
+        ruleset = rulesets[side]
         summary = screen(input_path, out / side, now=instant, ruleset=ruleset, engine=engine, workers=workers,
                          master=master, report=False)
         versions[side] = {rule.spec.id: rule.spec.version for rule in ruleset.rules if rule.spec.status == "active"}

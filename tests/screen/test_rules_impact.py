@@ -112,3 +112,17 @@ def test_compare_counts_added_removed_and_indicator_changes() -> None:
     assert [rule.rule_id for rule in impact.changed_rules] == ["r1", "r3"]
     with pytest.raises(ValueError, match="two cards"):
         compare(base + base[:1], cand)
+
+
+def test_a_candidate_that_does_not_load_fails_before_any_screen(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(REPO / "rulesets", broken)
+    with (broken / "definitions.yaml").open("a") as handle:
+        handle.write("  bad: [\n")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "cds", "rules", "impact", "--baseline", str(REPO / "rulesets"),
+                           "--candidate", str(broken), str(SYNTHEA), "--out", str(out), "--now", NOW],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 3
+    assert f"{broken}/definitions.yaml" in done.stderr and "YAML syntax" in done.stderr
+    assert not out.exists()  # nothing was screened
