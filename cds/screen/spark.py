@@ -22,6 +22,9 @@ so a patient's rows are the rows the local engine and ``cds evaluate`` give. Wha
 4. **Collect** the worklist rows (one per card: small) and per-partition counts on the driver, which
    writes the same outputs as the local engine (:mod:`cds.screen.outputs`).
 
+On a cluster the input files must be visible to every executor at the same path (a shared mount):
+they are opened by path, not read through Hadoop file systems.
+
 The Spark session is created for the run and stopped after it, so that executor processes never
 hold the engines of two rulesets (``cds rules impact`` screens twice).
 """
