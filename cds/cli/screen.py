@@ -49,16 +49,18 @@ class ClickProgress:
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Engine worker processes (local) or Spark partitions hint (default: one per core). Example: --workers 2")
 @click.option("--master", default=None, help="Spark master URL (default local[*]). Example: --master spark://host:7077")
-@click.option("--include-drafts", is_flag=True, default=False, help="Also run rules whose status is draft.")
-@click.option("--no-report", is_flag=True, default=False, help="Skip report.html (the worklist and summary only).")
+@click.option("--include-drafts", is_flag=True, default=False,
+              help="Also run rules whose status is draft (never by default). Example: --include-drafts")
+@click.option("--no-report", is_flag=True, default=False,
+              help="Skip report.html (the worklist and summary only). Example: --no-report")
 def command(input_path: Path, out_dir: Path, now: str | None, rulesets: Path | None, engine: str,
             workers: int | None, master: str | None, include_drafts: bool, no_report: bool) -> None:
     """Evaluate every patient of INPUT as on patient-view at --now and write a worklist.
 
     INPUT is a FHIR Bulk Data export (a folder of NDJSON files such as Observation.000.ndjson, or its
     manifest JSON with output[].url pointing at local files) or a folder of FHIR Bundles (Synthea).
-    Patients with no record any rule can read are set aside by a first pass; the others go through
-    the same evaluation as `cds evaluate`.
+    A first pass, derived from the loaded rules, sets aside the patients whose records could meet no
+    card's conditions; the others go through the same evaluation as `cds evaluate`.
 
     \b
     Examples:
@@ -87,9 +89,15 @@ def command(input_path: Path, out_dir: Path, now: str | None, rulesets: Path | N
                f"{summary['patients_dropped_by_stage1']} set aside by the first pass) in {summary['elapsed_s']:.1f} s "
                f"({summary['patients_per_s']:.0f} patients/s, {summary['resources_per_s']:.0f} resources/s, "
                f"{summary['engine']}, {summary['workers']} workers)")
+    silent = []
     for rule_id, counts in summary["rules"].items():
+        if not counts["cards"]:
+            silent.append(rule_id)
+            continue
         shown = ", ".join(f"{counts[k]} {k}" for k in ("critical", "warning", "info") if counts[k])
         click.echo(f"  {rule_id:<28} {shown} ({counts['patients']} patients)")
+    if silent:
+        click.echo(f"  no card: {', '.join(silent)}")
     written = ["worklist.csv", "worklist.parquet", "summary.json"] + ([] if no_report else ["report.html"])
     click.echo(f"wrote {', '.join(str(out_dir / name) for name in written)}")
     if summary["patients_with_errors"]:

@@ -4,8 +4,8 @@ Modules, one job each (data flows down):
 
 * :mod:`cds.screen.ingest` - INPUT (Bulk Data NDJSON folder or manifest, folder of Bundles) streamed
   as ``(patient id, fullUrl, resource)`` with ``Patient/<id>`` and ``urn:uuid:`` references normalised.
-* :mod:`cds.screen.prefilter` - stage 1, derived from the loaded ruleset's value sets: does a patient
-  have a resource any rule can read?
+* :mod:`cds.screen.prefilter` - stage 1, derived from the loaded rules: which value sets each record
+  belongs to, and could some patient-view card's conditions be met by a patient's records?
 * :mod:`cds.screen.buckets` - bounded-memory grouping by patient (hash-partitioned bucket files).
 * :mod:`cds.screen.core` - the per-patient core shared by every engine: :class:`~cds.screen.core.PatientData`
   -> the ``patient-view`` request -> :meth:`cds.engine.Engine.evaluate` -> :class:`~cds.screen.core.WorklistRow`

@@ -107,7 +107,7 @@ def run_local(input_path: Path, *, now: datetime | str | None, ruleset: RuleSet,
     size = workers or default_worker_count()
     started = time.perf_counter()
     sources = discover(input_path)
-    prefilter = Prefilter(ruleset)
+    prefilter = Prefilter(ruleset, include_drafts=include_drafts)  # draft rules widen stage 1 too
     spec = WorkerSpec(pickle.dumps(ruleset, protocol=pickle.HIGHEST_PROTOCOL), ruleset.digest, include_drafts,
                       handler=HANDLER)
     # Start the workers first: they compile while pass 1 streams the input.

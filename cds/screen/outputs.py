@@ -43,9 +43,15 @@ def read_worklist_csv(path: Path) -> list[dict[str, str]]:
 
 
 def summarise(run: EngineRun, rows: list[WorklistRow], *, engine: str, workers: int, ruleset_digest: str,
-              now: str, elapsed_s: float) -> dict[str, Any]:
-    """summary.json's content (see the module docstring of :mod:`cds.screen`)."""
-    per_rule: dict[str, dict[str, Any]] = {}
+              now: str, elapsed_s: float, rule_versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """summary.json's content (see the module docstring of :mod:`cds.screen`).
+
+    ``rule_versions`` (rule id -> version of every rule that ran) lists the rules that fired no card
+    too, with zero counts: "this rule fires on nobody" is an answer a governance committee needs.
+    """
+    per_rule: dict[str, dict[str, Any]] = {
+        rule_id: {"version": version, **dict.fromkeys(INDICATORS, 0), "cards": 0, "patients": set()}
+        for rule_id, version in (rule_versions or {}).items()}
     for row in rows:
         entry = per_rule.setdefault(row.rule_id, {"version": row.rule_version, **dict.fromkeys(INDICATORS, 0),
                                                   "cards": 0, "patients": set()})
@@ -78,7 +84,7 @@ def summarise(run: EngineRun, rows: list[WorklistRow], *, engine: str, workers: 
 
 
 def write_outputs(out_dir: Path, run: EngineRun, *, engine: str, workers: int, ruleset_digest: str, now: str,
-                  elapsed_s: float) -> dict[str, Any]:
+                  elapsed_s: float, rule_versions: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the worklist, summary.json and (when needed) errors.csv; return the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = run.sorted_rows()
@@ -93,6 +99,6 @@ def write_outputs(out_dir: Path, run: EngineRun, *, engine: str, workers: int, r
     elif errors_path.exists():
         errors_path.unlink()  # a previous run's errors must not be read as this run's
     summary = summarise(run, rows, engine=engine, workers=workers, ruleset_digest=ruleset_digest, now=now,
-                        elapsed_s=elapsed_s)
+                        elapsed_s=elapsed_s, rule_versions=rule_versions)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary

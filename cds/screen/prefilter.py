@@ -15,8 +15,8 @@ clauses of order-hook cards are left out (a screen evaluates ``patient-view`` on
 test needs a record only if it fails on a patient without records (checked against the facts the
 fact builders produce for an empty record, so a default such as ``<x>_known = false`` is never taken
 for data); it then needs one of the value sets that feed its fact (the lab's value sets, the coded
-family's value set; for BMI also weight and height, for insulin doses every medication and device
-value set). A shared definition (``def_<name> == true``) needs what one of its own clauses needs
+family's value set; for BMI also weight and height; for insulin doses the insulin value sets). A
+shared definition (``def_<name> == true``) needs what one of its own clauses needs
 (expanded into the card's alternatives; past ``MAX_ALTERNATIVES`` soundly approximated by one class out
 of one group of each of its clauses). A fact the first pass cannot map (age, sex, text
 rules such as HIV by name) needs nothing. So a patient is set aside only when no clause of any card
@@ -69,6 +69,11 @@ def _concepts(resource: dict[str, Any]) -> list[Any]:
     for component in resource.get("component") or ():
         if isinstance(component, dict) and isinstance(component.get("code"), dict):
             found.append(component["code"])
+    if resource.get("resourceType") == "Device":  # an insulin pump is also recognised by its name (facts/meds.py)
+        names = [n.get("name") for n in resource.get("deviceName") or () if isinstance(n, dict)]
+        text = " ".join(str(n) for n in names if n)
+        if text:
+            found.append({"text": text})
     return found
 
 
@@ -131,11 +136,19 @@ class Prefilter:
             for suffix in _CODED_SUFFIXES:
                 name = fact_key(vs_id, suffix)
                 groups[name] = groups[f"{name}_known"] = frozenset({vs_id})
-        for fact in ruleset.catalog:
-            if fact.startswith(("insulin_tdd", "insulin_u_per_kg", "insulin_u500_", "insulin_pump",
-                                "insulin_other_than_u500", "oral_oestrogen_", "metreleptin_start_days",
-                                "glucocorticoid_systemic_non_replacement", "hydrocortisone_replacement")):
-                groups[fact] = self._medication_classes
+        # Medication facts computed outside the coded families (facts/build.py, facts/meds.py), with the
+        # value sets they are computed from; every medication/device value set if one is missing.
+        insulin = frozenset(v for v in self._medication_classes if v.startswith("insulin"))
+        derived = {("insulin_tdd", "insulin_u_per_kg", "insulin_u500_", "insulin_pump", "insulin_other_than_u500"): insulin,
+                   ("oral_oestrogen_",): frozenset({"oestrogen-oral"}),
+                   ("metreleptin_start_days",): frozenset({"metreleptin"}),
+                   ("glucocorticoid_systemic_non_replacement", "hydrocortisone_replacement"):
+                       frozenset({"glucocorticoid-systemic", "hydrocortisone"})}
+        for prefixes, sets in derived.items():
+            group = sets if sets and sets <= self._medication_classes else self._medication_classes
+            for fact in ruleset.catalog:
+                if fact.startswith(prefixes):
+                    groups[fact] = group
         for fact in ("nyha_class", "nyha_class_known"):
             groups[fact] = frozenset({_NYHA})
         if "insulin-receptor-antibodies" in ruleset.valuesets:

@@ -72,8 +72,11 @@ def screen(input_path: Path, out_dir: Path, *, now: datetime | str | None = None
     run = run_engine(engine, input_path, now=instant, ruleset=loaded, workers=size, master=master,
                      include_drafts=include_drafts, progress=progress)
     elapsed = time.perf_counter() - started
+    from cds.engine import active_rules
+
+    versions = {rule.spec.id: rule.spec.version for rule in active_rules(loaded, include_drafts)}
     summary = write_outputs(out_dir, run, engine=engine, workers=size, ruleset_digest=loaded.digest,
-                            now=instant.isoformat(), elapsed_s=elapsed)
+                            now=instant.isoformat(), elapsed_s=elapsed, rule_versions=versions)
     if report:
         from cds.screen.report import write_report
 

@@ -108,4 +108,6 @@ def test_worklist_files_are_sorted_complete_and_agree(synthea_screen: Path) -> N
     assert summary["cards"] == len(rows)
     assert summary["engine"] == "local" and summary["workers"] == 2
     assert sum(c["cards"] for c in summary["rules"].values()) == len(rows)
+    assert len(summary["rules"]) == 19  # every rule that ran, those that fired nothing with zeros
+    assert summary["rules"]["sir-suspected"]["cards"] == 0 or any(r["rule_id"] == "sir-suspected" for r in rows)
     assert summary["now"].startswith("2026-11-01T09:00:00")

@@ -108,3 +108,10 @@ def test_the_first_pass_follows_the_rule_conditions() -> None:
     assert prefilter.selects({ANY})
     malformed = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"}, "code": {"coding": "E11"}}
     assert prefilter.classes(malformed) == {ANY}
+
+
+def test_a_device_named_as_an_insulin_pump_counts() -> None:
+    prefilter = Prefilter(load_ruleset())
+    pump = {"resourceType": "Device", "id": "d", "status": "active", "patient": {"reference": "Patient/p"},
+            "deviceName": [{"name": "Insulin pump", "type": "user-friendly-name"}]}
+    assert "insulin-pump" in prefilter.classes(pump)
