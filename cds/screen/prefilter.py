@@ -32,7 +32,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cds.facts.build import build_facts, fact_key
+from cds.facts.build import LIPODYSTROPHY_SETS, build_facts, fact_key
 from cds.facts.matching import ConceptMatcher
 from cds.facts.special import NYHA_LOINC
 from cds.fhir.ingest import RELEVANT_TYPES, ingest, wellformed_concept
@@ -149,6 +149,9 @@ class Prefilter:
             for fact in ruleset.catalog:
                 if fact.startswith(prefixes):
                     groups[fact] = group
+        lipodystrophy = frozenset(LIPODYSTROPHY_SETS) & set(ruleset.valuesets)
+        if lipodystrophy:  # HIV-associated lipodystrophy is a lipodystrophy record (facts/build.py)
+            groups["lipodystrophy_hiv"] = lipodystrophy
         for fact in ("nyha_class", "nyha_class_known"):
             groups[fact] = frozenset({_NYHA})
         if "insulin-receptor-antibodies" in ruleset.valuesets:

@@ -246,6 +246,9 @@ class _Slot:
                 self._start()
                 return True
             except _WorkerStartError as exc:
+                if pool._stopping.is_set():  # killed by close(graceful=False) while starting: not a failure
+                    self._reap()
+                    return False
                 pool.metrics.inc("start_failures")
                 log.error("engine worker %s.%d could not start: %s (retrying in %.1f s)", pool.id, self.index,
                           exc, backoff)
