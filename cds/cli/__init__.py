@@ -23,6 +23,7 @@ _COMMANDS = {
     "rules": "cds.cli.rules:command",
     "bench": "cds.cli.bench:command",
     "screen": "cds.cli.screen:command",
+    "population": "cds.cli.population:command",
 }
 
 
