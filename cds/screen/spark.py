@@ -42,7 +42,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cds._exceptions import InputError
+from cds._exceptions import CDSError, InputError
 from cds.fhir.dates import parse_now
 from cds.fhir.ingest import RELEVANT_TYPES
 from cds.rules.model import RuleSet
@@ -195,7 +195,12 @@ def _evaluate_partition(groups: Iterator[tuple[str, Iterable[tuple[Any, ...]]]],
 
 
 def _session(master: str) -> Any:
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError as exc:  # the optional extra is not installed
+        if exc.name and exc.name.split(".")[0] in ("pyspark", "py4j"):
+            raise CDSError("--engine spark needs PySpark: pip install 'sir-cds[spark]'") from None
+        raise
 
     # Executors run this interpreter (the one with cds installed), not whatever "python3" is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
