@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from .conftest import run_cds
 from .exports import NOW, SAMPLES, renamed, sample_resources, write_ndjson
 
