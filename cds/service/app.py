@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds.service.api.limits import HeaderLimitMiddleware
+from cds.service.admission import Admission
 from cds.service.api.main import api_router
 from cds.service.api.routes import ops
 from cds.service.calls import record_rejected_call
@@ -125,7 +126,8 @@ def create_app(settings: Settings | None = None, *, engine: Any | None = None, e
                           include_drafts=settings.include_drafts, run_rule_tests=True,
                           ready_timeout_s=settings.engine_start_timeout_s,
                           check_timeout_s=settings.ruleset_check_timeout_s)
-    state = ServiceState(settings=settings, holder=holder, db=db, sessions=make_sessionmaker(db))
+    state = ServiceState(settings=settings, holder=holder, db=db, sessions=make_sessionmaker(db),
+                         admission=Admission(settings.resolved_active_calls()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ import anyio
 
 from cds._exceptions import EngineError, InputError, InvalidResourceError
 from cds.service import crud
+from cds.service.admission import NotAdmitted
 from cds.service.api.body import check_content_type, check_json_limits, parse_json_body, read_body, validate_or_400
 from cds.service.errors import (
     AuditUnavailable,
@@ -68,6 +69,24 @@ def _input_error(exc: InputError) -> BadRequest:
 
 async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: crud.CallAudit,
                     started: float) -> dict[str, Any]:
+    """Parse, check and keep the body in the call's turn (:mod:`cds.service.admission`), then fetch, evaluate."""
+    settings = state.settings
+    if state.admission is None:  # only before the app is built: a bug
+        raise RuntimeError("the service is not started")
+    remaining = settings.queue_deadline_s - (time.perf_counter() - started)
+    try:
+        async with state.admission.turn(remaining):
+            payload, service, request = await _read_request(state, service_id, raw, audit)
+    except NotAdmitted as exc:
+        audit.notes.append("shed before its body was parsed: the service was busy (body not kept; the client retries)")
+        raise QueueDeadline(f"the service is busy: the call waited {exc.waited_s:.1f} s for its turn (deadline "
+                            f"{settings.queue_deadline_s:g} s) and was not evaluated; retry shortly") from None
+    return await _fetch_and_run(state, payload, service, request, audit, started)
+
+
+async def _read_request(state: ServiceState, service_id: str, raw: bytes,
+                        audit: crud.CallAudit) -> tuple[Any, Any, CdsRequest]:
+    """Parse and check the body, keep it in the audit, validate it: (payload, service, request)."""
     loaded = state.holder.current()
     audit.ruleset_digest = loaded.digest
     service = loaded.catalog.get(service_id)
@@ -109,7 +128,13 @@ async def _evaluate(state: ServiceState, service_id: str, raw: bytes, audit: cru
         raise too_big
     request = _validated(payload, service.hook)
     audit.notes += _unusable_drafts(request.context)
+    return payload, service, request
 
+
+async def _fetch_and_run(state: ServiceState, payload: Any, service: Any, request: CdsRequest,
+                         audit: crud.CallAudit, started: float) -> dict[str, Any]:
+    """Complete the prefetch (outside any turn: a hung FHIR server holds none), evaluate, note the cards."""
+    settings = state.settings
     if state.fhir is None:  # only before the lifespan started: a bug
         raise RuntimeError("the service is not started")
     fetch_started = time.perf_counter()

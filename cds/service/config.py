@@ -145,6 +145,8 @@ class Settings(BaseSettings):
         return self
     # h10a: audit and input limits
     queue_deadline_s: float = Field(default=5.0, gt=0)  # waited longer (arrival to engine start, FHIR excepted): 503
+    # calls parsed/checked at once in this process (cds.service.admission); default: 2 per engine worker
+    max_active_calls: int | None = Field(default=None, ge=1, le=10_000)
     audit_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # body kept in the audit; beyond: truncated
     audit_timeout_s: float = Field(default=10.0, gt=0)  # audit write not committed by then: 503, no cards
     max_json_depth: int = Field(default=64, ge=8)  # deeper nesting: 400 (FHIR resources need ~12)
@@ -170,6 +172,10 @@ class Settings(BaseSettings):
     def open_mode(self) -> bool:
         """No trusted issuer configured: calls are not authenticated (loopback only)."""
         return not self.trusted_issuers
+
+    def resolved_active_calls(self) -> int:
+        """``CDS_MAX_ACTIVE_CALLS`` or two per engine worker (one parsing while the other is evaluated)."""
+        return self.max_active_calls or 2 * self.resolved_engine_workers()
 
     def resolved_engine_workers(self) -> int:
         """``CDS_ENGINE_WORKERS`` or one worker per core this process may use."""

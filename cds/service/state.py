@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cds.service.admission import Admission
 from cds.service.config import Settings
 from cds.service.fhir import FhirClient
 from cds.service.holder import EngineHolder
@@ -27,3 +28,4 @@ class ServiceState:
     fhir: FhirClient | None = None
     http: httpx.AsyncClient | None = None  # JWKS fetches
     verifier: JwtVerifier | None = None
+    admission: Admission | None = None  # turns for the CPU work of calls (cds.service.admission)
