@@ -4,11 +4,22 @@ served; a call that gets no turn before its deadline is refused at the deadline,
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import anyio
 import pytest
 
 from cds.service.admission import Admission, NotAdmitted
+
+T = TypeVar("T")
+
+
+def _run(scenario: Callable[[], Awaitable[T]]) -> T:
+    """``anyio.run`` in a thread of its own: the session's browser fixture keeps an event loop in this one."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(anyio.run, scenario).result(timeout=60)
 
 
 def test_no_turn_before_the_deadline_is_refused_at_the_deadline() -> None:
@@ -23,7 +34,7 @@ def test_no_turn_before_the_deadline_is_refused_at_the_deadline() -> None:
             assert time.perf_counter() - started < 2.0  # refused at its deadline, not when the turn freed
             return refused.value.waited_s
 
-    waited = anyio.run(scenario)
+    waited = _run(scenario)
     assert 0.25 <= waited < 2.0
 
 
@@ -51,7 +62,7 @@ def test_turns_are_first_come_first_served_and_released_on_errors() -> None:
                 await anyio.sleep(0.001)  # arrive in this order
         return order
 
-    assert anyio.run(scenario) == [0, 1, 2, 3, 4, 5]
+    assert _run(scenario) == [0, 1, 2, 3, 4, 5]
 
 
 def test_the_limit_is_the_number_of_calls_working_at_once() -> None:
@@ -72,6 +83,6 @@ def test_the_limit_is_the_number_of_calls_working_at_once() -> None:
                 tasks.start_soon(call)
         return peak
 
-    assert anyio.run(scenario) == 3
+    assert _run(scenario) == 3
     with pytest.raises(ValueError):
         Admission(0)
