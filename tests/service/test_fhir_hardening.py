@@ -291,4 +291,5 @@ def test_an_unrelated_call_stays_fast_while_calls_wait_on_a_hung_server(start_se
         evaluated_in = time.perf_counter() - started
         assert all(not f.done() for f in waiting)  # they were still waiting while the others ran
         assert {f.result() for f in waiting} == {412}
-    assert fetched_in < 3.0 and evaluated_in < 3.0, (fetched_in, evaluated_in)
+    # well inside the hung calls' 12 s wait (they were all still waiting: asserted above); not a speed test
+    assert fetched_in < 8.0 and evaluated_in < 8.0, (fetched_in, evaluated_in)
