@@ -9,7 +9,9 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -28,6 +30,17 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 # -- servers ---------------------------------------------------------------------------------------
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGINT (a clean uvicorn shutdown), then SIGKILL if it has not ended within 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
 
 def bound_socket() -> socket.socket:
     """A TCP socket bound to 127.0.0.1 on a free port (so a URL is known before the server runs)."""

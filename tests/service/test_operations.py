@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from cds.service.config import IssuerConfig, Settings
 from cds.service.db import make_engine
 from cds.service.metrics import record_audit_failure
 
-from svc_support import ec_key, full_prefetch, hook_request, make_token, patient_resources
+from svc_support import ec_key, full_prefetch, hook_request, make_token, patient_resources, stop_process
 
 ISS = "https://ehr.example.org"
 EC = ec_key("ec-ops")
@@ -179,12 +178,7 @@ def _serve(tmp_path: Path, log_format: str) -> tuple[str, int]:
         assert httpx.get(f"{url}/healthz?note=Bearer%20tok-123-secret").status_code == 200
         time.sleep(0.5)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
     return log_path.read_text(), process.returncode
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from sqlalchemy import delete, select
 from cds.service.db import make_engine, make_sessionmaker, migrate
 from cds.service.replay import DatabaseReplayCache, JtiRecord
 
-from svc_support import ec_key, make_token
+from svc_support import ec_key, make_token, stop_process
 
 ISS = "https://ehr.example.org"
 PUBLIC = "https://cds.example.org/sir"  # the load balancer's URL: the same for every replica
@@ -60,14 +59,6 @@ def _port(process: subprocess.Popen, log_path: Path) -> int:
     raise AssertionError(f"cds serve did not start:\n{log_path.read_text()}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture()
@@ -114,7 +105,7 @@ def test_a_token_replayed_to_another_replica_is_refused(fresh_pg_url, tmp_path):
                          headers={"Authorization": f"Bearer {own}"}, timeout=30).status_code == 401
     finally:
         for process, _log in replicas:
-            _stop(process)
+            stop_process(process)
     for process, log in replicas:
         assert process.returncode == 0, log.read_text()
     assert "replayed" in replicas[1][1].read_text() and "replayed" not in replicas[0][1].read_text()

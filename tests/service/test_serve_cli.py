@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import httpx
 from click.testing import CliRunner
 
 from cds.cli import cli
+
+from svc_support import stop_process
 
 
 def run(args: list[str], env: dict[str, str] | None = None):
@@ -81,7 +82,7 @@ def test_serve_starts_serves_and_stops(tmp_path: Path):
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    _stop(process)
+                    stop_process(process)
                     raise AssertionError(f"cds serve did not start:\n{log_path.read_text()}") from None
                 time.sleep(0.2)
         assert response.status_code == 200
@@ -89,19 +90,10 @@ def test_serve_starts_serves_and_stops(tmp_path: Path):
                                                                   "sir-order-sign"}
         assert (tmp_path / "data" / "cds.sqlite3").is_file()
     finally:
-        _stop(process)
+        stop_process(process)
     output = log_path.read_text()
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}/cds-services" in output
     assert "open mode" in output
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGINT (a clean uvicorn shutdown), then SIGKILL if it has not ended within 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
